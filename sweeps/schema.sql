@@ -1,0 +1,62 @@
+-- The sweep store: one SQLite file, `<sweep dir>/hxt.sqlite`, written only by the driver.
+-- analysis/ reads it with plain SQL; change both sides together.
+
+CREATE TABLE IF NOT EXISTS sweep (
+    key   TEXT PRIMARY KEY,   -- name, config_hash, config_toml, created_at, git_commit, hxt_version
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id         TEXT PRIMARY KEY,   -- hash of the canonical run config (+ package version)
+    config_json    TEXT NOT NULL,      -- the canonical run config
+    task           TEXT NOT NULL,      -- registry name
+    task_params    TEXT NOT NULL,      -- JSON of the task's structural parameters
+    arch           TEXT NOT NULL,      -- architecture label, e.g. "GGGA", "G-noneg"
+    pattern        TEXT NOT NULL,      -- mixer pattern, e.g. "GGGA"
+    neg_eigval     INTEGER NOT NULL,   -- 1 if recurrent mixers may have negative eigenvalues
+    target_params  INTEGER NOT NULL,   -- the size axis (non-embedding parameters asked for)
+    lr             REAL NOT NULL,
+    seed           INTEGER NOT NULL,
+    status         TEXT NOT NULL,      -- pending | running | done | failed | diverged
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    error          TEXT,               -- last error text (failed) or the diverging step (diverged)
+    n_params       INTEGER,            -- non-embedding parameters of the built model
+    n_params_total INTEGER,            -- all parameters
+    state_size     INTEGER,            -- elements of recurrent state / KV cache at the eval length
+    d_model        INTEGER,
+    n_layers       INTEGER,
+    steps          INTEGER,            -- optimiser steps taken
+    final_loss     REAL,
+    train_acc      REAL,               -- training accuracy when training stopped
+    solved_step    INTEGER,            -- step at which the early-stop accuracy was reached, or NULL
+    started_at     TEXT,
+    finished_at    TEXT,
+    wall_seconds   REAL,
+    device         TEXT,               -- e.g. "cpu", "NVIDIA H100 80GB HBM3"
+    git_commit     TEXT
+);
+
+CREATE TABLE IF NOT EXISTS metrics (   -- the training curve
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    step   INTEGER NOT NULL,
+    loss   REAL NOT NULL,
+    acc    REAL NOT NULL,              -- per-token accuracy on supervised positions
+    lr     REAL,
+    PRIMARY KEY (run_id, step)
+);
+
+CREATE TABLE IF NOT EXISTS evals (     -- held-out evaluation, one row per difficulty bin and slice
+    run_id      TEXT NOT NULL REFERENCES runs(run_id),
+    knob        TEXT NOT NULL,         -- the knob binned along, e.g. "length", "num_swaps"
+    value       INTEGER NOT NULL,      -- the knob's value in this bin
+    in_range    INTEGER NOT NULL,      -- 1 if the value lies inside the training range
+    slice       TEXT NOT NULL,         -- "all", or a meta slice such as "moved"
+    n           INTEGER NOT NULL,      -- examples evaluated
+    n_tokens    INTEGER NOT NULL,      -- supervised positions evaluated
+    token_acc   REAL NOT NULL,
+    seq_acc     REAL NOT NULL,
+    scaled_acc  REAL NOT NULL,         -- (token_acc - chance) / (1 - chance)
+    chance      REAL NOT NULL,
+    loss        REAL NOT NULL,         -- mean cross-entropy on supervised positions
+    PRIMARY KEY (run_id, knob, value, slice)
+);

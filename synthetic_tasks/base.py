@@ -1,0 +1,166 @@
+"""The task contract shared by every generator.
+
+A task is built once with its *structural* parameters (those that change the vocabulary or
+the answer space, e.g. the modulus M or the group), then sampled many times with *difficulty*
+knobs (those that change how hard one example is, e.g. the length L):
+
+>>> task = make_task("parity")
+>>> batch = task.sample(seed=0, batch=4, length=8)          # every example has L = 8
+>>> batch.inputs.shape[0], bool(batch.loss_mask.any())
+(4, True)
+>>> batch = task.sample(seed=1, batch=4, length=(3, 40))    # L drawn per example in [3, 40]
+>>> bool((3 <= batch.meta["length"]).all() and (batch.meta["length"] <= 40).all())
+True
+
+Every knob takes an int (fixed for the whole batch) or an inclusive ``(lo, hi)`` range (drawn
+uniformly per example); the drawn value of every knob is recorded per example in ``meta``.
+Targets are aligned with inputs: ``targets[b, t]`` is what the model must output after reading
+``inputs[b, : t + 1]``, and only positions where ``loss_mask`` is true count. Padding positions
+hold ``pad_id`` in inputs and 0 in targets, with the mask false.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+__all__ = ["Batch", "Knob", "Task", "TASKS", "register", "make_task", "derive_seed"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: np.ndarray  # [B, T] int64
+    targets: np.ndarray  # [B, T] int64
+    loss_mask: np.ndarray  # [B, T] bool
+    meta: dict[str, np.ndarray] = field(default_factory=dict)  # each [B]
+
+    def __post_init__(self):
+        b, t = self.inputs.shape
+        if self.targets.shape != (b, t) or self.loss_mask.shape != (b, t):
+            raise ValueError(
+                f"Batch shapes disagree: inputs {self.inputs.shape}, targets "
+                f"{self.targets.shape}, loss_mask {self.loss_mask.shape}"
+            )
+        for key, value in self.meta.items():
+            if value.shape != (b,):
+                raise ValueError(f"Batch meta[{key!r}] has shape {value.shape}, expected ({b},)")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A difficulty knob: its inclusive bounds and what it means."""
+
+    low: int
+    high: int
+    help: str = ""
+
+    def resolve(self, name: str, value) -> tuple[int, int]:
+        """Check an int or (lo, hi) against the bounds; return it as an inclusive range."""
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            lo, hi = (int(v) for v in value)
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            lo = hi = int(value)
+        else:
+            raise ValueError(f"knob {name!r} takes an int or a (lo, hi) pair, got {value!r}")
+        if not (self.low <= lo <= hi <= self.high):
+            raise ValueError(
+                f"knob {name!r} = {value!r} is outside its allowed range "
+                f"[{self.low}, {self.high}] (or lo > hi)"
+            )
+        return lo, hi
+
+
+class Task(ABC):
+    """Base class of every task. Subclasses set the class attributes and implement `_sample`.
+
+    Class attributes:
+      name, family: registry name and family ("regular", "group", "context_free", "recall",
+        "code").
+      knobs: difficulty knobs by name.
+      train_range / eval_range: inclusive (lo, hi) per knob for training and held-out
+        evaluation; the evaluation range extends past the training one on at least one knob.
+      eval_axes: the knobs that evaluation bins are taken along, in order of importance.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    knobs: ClassVar[dict[str, Knob]]
+    eval_axes: ClassVar[tuple[str, ...]]
+
+    # Set by __init__ of subclasses (they may depend on structural parameters).
+    vocab_size: int
+    pad_id: int
+    chance_accuracy: float
+    train_range: dict[str, tuple[int, int]]
+    eval_range: dict[str, tuple[int, int]]
+
+    def params(self) -> dict:
+        """The structural parameters this instance was built with (for configs and hashing)."""
+        return {}
+
+    def sample(self, seed: int, batch: int, **difficulty) -> Batch:
+        """Draw `batch` examples; the same (seed, batch, difficulty) always gives the same Batch."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        unknown = set(difficulty) - set(self.knobs)
+        if unknown:
+            raise ValueError(
+                f"unknown knob(s) {sorted(unknown)} for task {self.name!r}; "
+                f"known knobs: {sorted(self.knobs)}"
+            )
+        ranges = {}
+        for name, knob in self.knobs.items():
+            value = difficulty.get(name, self.train_range[name])
+            ranges[name] = knob.resolve(name, value)
+        return self._sample(int(seed) & 0x7FFF_FFFF_FFFF_FFFF, int(batch), ranges)
+
+    @abstractmethod
+    def _sample(self, seed: int, batch: int, ranges: dict[str, tuple[int, int]]) -> Batch:
+        """Draw examples with every knob already resolved to an inclusive range."""
+
+    @abstractmethod
+    def decode(self, batch: Batch, index: int) -> str:
+        """Render one example as human-readable text, with its supervised answers."""
+
+    def eval_bins(self, knob: str, n_bins: int = 8) -> list[int]:
+        """Values of `knob` to evaluate at: spread from the training low to the evaluation high."""
+        if knob not in self.knobs:
+            raise ValueError(f"unknown knob {knob!r} for task {self.name!r}; known: {sorted(self.knobs)}")
+        lo = min(self.train_range[knob][0], self.eval_range[knob][0])
+        hi = max(self.train_range[knob][1], self.eval_range[knob][1])
+        if hi - lo + 1 <= n_bins:
+            return list(range(lo, hi + 1))
+        values = np.unique(np.round(np.geomspace(max(lo, 1), hi, n_bins)).astype(int))
+        values = np.unique(np.concatenate([[lo], values[values >= lo], [hi]]))
+        return [int(v) for v in values]
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Bind a task class to its name in TASKS (the only place names are bound)."""
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} registered twice")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def make_task(name: str, **params) -> Task:
+    """Build a registered task by name; unknown names raise with the list of known ones."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    try:
+        return TASKS[name](**params)
+    except TypeError as error:
+        raise ValueError(f"bad parameters {params} for task {name!r}: {error}") from None
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A 63-bit seed from (run seed, purpose); stable across machines and processes."""
+    digest = hashlib.blake2b(f"{int(seed)}:{purpose}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
