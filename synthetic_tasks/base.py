@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["Batch", "Knob", "Task", "TASKS", "register", "make_task", "derive_seed"]
+__all__ = ["Batch", "Knob", "Task", "TASKS", "register", "make_task", "derive_seed", "pack_batch"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,23 @@ class Task(ABC):
         values = np.unique(np.round(np.geomspace(max(lo, 1), hi, n_bins)).astype(int))
         values = np.unique(np.concatenate([[lo], values[values >= lo], [hi]]))
         return [int(v) for v in values]
+
+
+def pack_batch(
+    inputs: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray, seq_lens: np.ndarray, meta: dict
+) -> Batch:
+    """Trim generator buffers, sized for the longest possible example, to the longest drawn one.
+
+    Generators fill ``[B, T_max]`` buffers already padded with ``pad_id`` (targets 0, mask false);
+    ``seq_lens`` [B] holds each example's token count.
+    """
+    width = max(int(seq_lens.max()), 1)
+    return Batch(
+        np.ascontiguousarray(inputs[:, :width]),
+        np.ascontiguousarray(targets[:, :width]),
+        np.ascontiguousarray(loss_mask[:, :width]),
+        meta,
+    )
 
 
 TASKS: dict[str, type[Task]] = {}

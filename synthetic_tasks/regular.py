@@ -1,1 +1,292 @@
-"""Placeholder: filled by its owner."""
+"""Regular languages / state tracking: parity, modular arithmetic, cycle navigation, even pairs.
+
+Sources: Delétang et al. (ICLR 2023), Grazzi et al. (ICLR 2025). Every task here has a finite-state
+answer; the final-answer forms end with an ``=`` token whose position carries the answer, so a
+model always knows where it is asked. Answers are themselves tokens of the task's vocabulary
+(bits 0/1, digits 0..M-1, positions 0..C-1).
+
+Protocol (Grazzi et al.): train lengths 3-40, evaluate 40-256.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from synthetic_tasks._rng import example_state, next_u64, randint
+from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+
+__all__ = ["Parity", "ModularArithmetic", "CycleNavigation", "EvenPairs"]
+
+_LENGTH_TRAIN = (3, 40)
+_LENGTH_EVAL = (40, 256)
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"parameter {name!r} must be an int in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"parameter {name!r} must be true or false, got {value!r}")
+    return bool(value)
+
+
+def _render(tokens, names) -> str:
+    return " ".join(names[int(t)] for t in tokens)
+
+
+@numba.njit(cache=True)
+def _bits_batch(seed, batch, lo, hi, tagging, even_pairs, equals, pad):
+    """Random bit strings; answers are prefix parity (tagging) or parity / b1 != bL (final)."""
+    width = hi + (0 if tagging else 1)
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
+    lengths = np.empty(batch, dtype=np.int64)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        state = example_state(seed, b)
+        n = randint(state, lo, hi)
+        lengths[b] = n
+        word = np.uint64(0)
+        parity = 0
+        first = 0
+        bit = 0
+        for t in range(n):
+            # One 64-bit draw feeds 64 bits.
+            if t & 63 == 0:
+                word = next_u64(state)
+            bit = np.int64((word >> np.uint64(t & 63)) & np.uint64(1))
+            if t == 0:
+                first = bit
+            parity ^= bit
+            inputs[b, t] = bit
+            if tagging:
+                targets[b, t] = parity
+                mask[b, t] = True
+        if tagging:
+            seq_lens[b] = n
+        else:
+            inputs[b, n] = equals
+            targets[b, n] = (first ^ bit) if even_pairs else parity
+            mask[b, n] = True
+            seq_lens[b] = n + 1
+    return inputs, targets, mask, seq_lens, lengths
+
+
+class _BitTask(Task):
+    family = "regular"
+    knobs = {"length": Knob(1, 65536, "number of bits L")}
+    eval_axes = ("length",)
+    chance_accuracy = 0.5
+    vocab_size = 4
+    pad_id = 3
+    ZERO, ONE, EQUALS, PAD = 0, 1, 2, 3
+
+    _tagging = False
+    _even_pairs = False
+
+    def __init__(self):
+        self.train_range = {"length": _LENGTH_TRAIN}
+        self.eval_range = {"length": _LENGTH_EVAL}
+
+    def _sample(self, seed, batch, ranges):
+        lo, hi = ranges["length"]
+        inputs, targets, mask, seq_lens, lengths = _bits_batch(
+            seed, batch, lo, hi, self._tagging, self._even_pairs, self.EQUALS, self.PAD
+        )
+        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths})
+
+    def decode(self, batch: Batch, index: int) -> str:
+        names = {self.ZERO: "0", self.ONE: "1", self.EQUALS: "=", self.PAD: "_"}
+        keep = batch.inputs[index] != self.PAD
+        tokens = batch.inputs[index][keep]
+        answers = batch.targets[index][keep]
+        supervised = batch.loss_mask[index][keep]
+        if self._tagging:
+            return f"{_render(tokens, names)}\n→ {' '.join(str(a) for a in answers[supervised])}"
+        return f"{_render(tokens, names)} {int(answers[supervised][-1])}"
+
+
+@register
+class Parity(_BitTask):
+    """Parity of a bit string.
+
+    Tokens: ``0``, ``1`` (bits), ``2`` (``=``), ``3`` (pad). Final form (default): ``b1 .. bL =``;
+    the answer (Σb mod 2, as token 0 or 1) sits at the ``=``. Tagging form (``tagging=True``): no
+    ``=``; the target at position t is the parity of b1..bt.
+
+    >>> Parity().sample(seed=0, batch=1, length=4).inputs.shape
+    (1, 5)
+    """
+
+    name = "parity"
+
+    def __init__(self, tagging: bool = False):
+        super().__init__()
+        self._tagging = _check_bool("tagging", tagging)
+
+    def params(self) -> dict:
+        return {"tagging": self._tagging}
+
+
+@register
+class EvenPairs(_BitTask):
+    """Even pairs: is the number of adjacent unequal pairs odd? (Equals b1 != bL.)
+
+    Tokens as in parity: ``b1 .. bL =``, answer 0/1 at the ``=``. L = 1 has no pairs (answer 0).
+    """
+
+    name = "even_pairs"
+    _even_pairs = True
+
+
+@numba.njit(cache=True)
+def _modular_arithmetic_batch(seed, batch, lo, hi, modulus, plus, equals, pad):
+    """``n op n .. op n =`` with ops + − × (× binds tighter); the answer is the value mod M."""
+    width = 2 * hi
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
+    lengths = np.empty(batch, dtype=np.int64)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        state = example_state(seed, b)
+        n = randint(state, lo, hi)
+        lengths[b] = n
+        # The value is total + sign * term, where term is the product still being built.
+        term = randint(state, 0, modulus - 1)
+        inputs[b, 0] = term
+        total = 0
+        sign = 1
+        for k in range(1, n):
+            op = randint(state, 0, 2)
+            x = randint(state, 0, modulus - 1)
+            inputs[b, 2 * k - 1] = plus + op
+            inputs[b, 2 * k] = x
+            if op == 2:
+                term = (term * x) % modulus
+            else:
+                total = (total + sign * term) % modulus
+                sign = 1 if op == 0 else -1
+                term = x
+        inputs[b, 2 * n - 1] = equals
+        targets[b, 2 * n - 1] = (total + sign * term) % modulus
+        mask[b, 2 * n - 1] = True
+        seq_lens[b] = 2 * n
+    return inputs, targets, mask, seq_lens, lengths
+
+
+@register
+class ModularArithmetic(Task):
+    """Modular arithmetic without brackets: ``n op n op .. n =`` with n in [0, M).
+
+    Tokens: ``0 .. M-1`` (numbers, and the answer), ``M`` (+), ``M+1`` (−), ``M+2`` (×),
+    ``M+3`` (=), ``M+4`` (pad). × binds tighter than + and −, which associate left; the answer
+    (the value mod M, in [0, M)) sits at the ``=``. Knob ``length`` is the number of operands.
+
+    >>> task = ModularArithmetic(modulus=5)
+    >>> task.decode(task.sample(seed=3, batch=1, length=3), 0).count("=")
+    1
+    """
+
+    name = "modular_arithmetic"
+    family = "regular"
+    knobs = {"length": Knob(1, 32768, "number of operands L")}
+    eval_axes = ("length",)
+
+    def __init__(self, modulus: int = 5):
+        self.modulus = _check_int("modulus", modulus, 2, 1000)
+        self.PLUS, self.MINUS, self.TIMES = self.modulus, self.modulus + 1, self.modulus + 2
+        self.EQUALS, self.PAD = self.modulus + 3, self.modulus + 4
+        self.vocab_size = self.modulus + 5
+        self.pad_id = self.PAD
+        self.chance_accuracy = 1.0 / self.modulus
+        self.train_range = {"length": (2, 20)}
+        self.eval_range = {"length": (20, 128)}
+
+    def params(self) -> dict:
+        return {"modulus": self.modulus}
+
+    def _sample(self, seed, batch, ranges):
+        lo, hi = ranges["length"]
+        inputs, targets, mask, seq_lens, lengths = _modular_arithmetic_batch(
+            seed, batch, lo, hi, self.modulus, self.PLUS, self.EQUALS, self.PAD
+        )
+        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths})
+
+    def decode(self, batch: Batch, index: int) -> str:
+        names = {i: str(i) for i in range(self.modulus)}
+        names.update({self.PLUS: "+", self.MINUS: "-", self.TIMES: "*", self.EQUALS: "=", self.PAD: "_"})
+        keep = batch.inputs[index] != self.PAD
+        answer = int(batch.targets[index][batch.loss_mask[index]][-1])
+        return f"{_render(batch.inputs[index][keep], names)} {answer}   (mod {self.modulus})"
+
+
+@numba.njit(cache=True)
+def _cycle_batch(seed, batch, lo, hi, cycle, left, equals, pad):
+    """Moves −1/0/+1 on a cycle of C positions from 0; the answer is the final position."""
+    width = hi + 1
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
+    lengths = np.empty(batch, dtype=np.int64)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        state = example_state(seed, b)
+        n = randint(state, lo, hi)
+        lengths[b] = n
+        position = 0
+        for t in range(n):
+            move = randint(state, 0, 2)
+            inputs[b, t] = left + move
+            position = (position + move - 1) % cycle
+        inputs[b, n] = equals
+        targets[b, n] = position
+        mask[b, n] = True
+        seq_lens[b] = n + 1
+    return inputs, targets, mask, seq_lens, lengths
+
+
+@register
+class CycleNavigation(Task):
+    """Cycle navigation: start at position 0 of a cycle of C positions, apply L moves.
+
+    Tokens: ``0 .. C-1`` (positions: the answer), ``C`` (move −1), ``C+1`` (stay), ``C+2``
+    (move +1), ``C+3`` (=), ``C+4`` (pad). Input ``a1 .. aL =``; the final position mod C sits at
+    the ``=``.
+    """
+
+    name = "cycle_navigation"
+    family = "regular"
+    knobs = {"length": Knob(1, 65536, "number of moves L")}
+    eval_axes = ("length",)
+
+    def __init__(self, cycle: int = 5):
+        self.cycle = _check_int("cycle", cycle, 2, 1000)
+        self.LEFT, self.STAY, self.RIGHT = self.cycle, self.cycle + 1, self.cycle + 2
+        self.EQUALS, self.PAD = self.cycle + 3, self.cycle + 4
+        self.vocab_size = self.cycle + 5
+        self.pad_id = self.PAD
+        self.chance_accuracy = 1.0 / self.cycle
+        self.train_range = {"length": _LENGTH_TRAIN}
+        self.eval_range = {"length": _LENGTH_EVAL}
+
+    def params(self) -> dict:
+        return {"cycle": self.cycle}
+
+    def _sample(self, seed, batch, ranges):
+        lo, hi = ranges["length"]
+        inputs, targets, mask, seq_lens, lengths = _cycle_batch(
+            seed, batch, lo, hi, self.cycle, self.LEFT, self.EQUALS, self.PAD
+        )
+        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths})
+
+    def decode(self, batch: Batch, index: int) -> str:
+        names = {self.LEFT: "-1", self.STAY: "0", self.RIGHT: "+1", self.EQUALS: "=", self.PAD: "_"}
+        keep = batch.inputs[index] != self.PAD
+        answer = int(batch.targets[index][batch.loss_mask[index]][-1])
+        return f"{_render(batch.inputs[index][keep], names)} {answer}   (cycle of {self.cycle})"
