@@ -1,1 +1,255 @@
-"""Placeholder: filled by its owner."""
+"""Context-free tasks: modular arithmetic with brackets, and Dyck-k.
+
+Both need a stack to solve: the bracketed expression's value depends on the pending partial
+results of every open bracket, and the legal closer of a Dyck prefix is the top of the stack of
+open brackets (Delétang et al., ICLR 2023).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from synthetic_tasks._rng import example_state, randint
+from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+
+__all__ = ["ModularArithmeticBrackets", "Dyck"]
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"parameter {name!r} must be an int in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+@numba.njit(cache=True)
+def _brackets_batch(seed, batch, lo, hi, modulus, plus, open_, close, equals, pad):
+    """Random fully bracketed expression trees with N leaves; the answer is the value mod M.
+
+    The tree is written left to right from a work stack whose items are: n >= 1 (a subtree with
+    n leaves still to write), 0 (close the innermost node and reduce it), -1 - op (write op).
+    """
+    width = 6 * hi - 1  # at most 3 tokens per leaf, 3 per node, and '='
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
+    lengths = np.empty(batch, dtype=np.int64)
+    depths = np.empty(batch, dtype=np.int64)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    work = np.empty(3 * hi + 4, dtype=np.int64)
+    values = np.empty(hi + 1, dtype=np.int64)
+    ops = np.empty(hi + 1, dtype=np.int64)
+    for b in range(batch):
+        state = example_state(seed, b)
+        n = randint(state, lo, hi)
+        lengths[b] = n
+        n_work, n_values, n_ops, pos, depth, peak = 1, 0, 0, 0, 0, 0
+        work[0] = n
+        while n_work > 0:
+            n_work -= 1
+            item = work[n_work]
+            if item == 1:
+                x = randint(state, 0, modulus - 1)
+                form = randint(state, 0, 2)
+                if form == 0:
+                    inputs[b, pos] = x
+                    pos += 1
+                    values[n_values] = x
+                elif form == 1:
+                    inputs[b, pos] = plus + 1
+                    inputs[b, pos + 1] = x
+                    pos += 2
+                    values[n_values] = (-x) % modulus
+                else:
+                    inputs[b, pos] = open_
+                    inputs[b, pos + 1] = x
+                    inputs[b, pos + 2] = close
+                    pos += 3
+                    values[n_values] = x
+                    peak = max(peak, depth + 1)
+                n_values += 1
+            elif item > 1:
+                left = randint(state, 1, item - 1)
+                op = randint(state, 0, 2)
+                inputs[b, pos] = open_
+                pos += 1
+                depth += 1
+                peak = max(peak, depth)
+                work[n_work] = 0
+                work[n_work + 1] = item - left
+                work[n_work + 2] = -1 - op
+                work[n_work + 3] = left
+                n_work += 4
+            elif item == 0:
+                inputs[b, pos] = close
+                pos += 1
+                depth -= 1
+                rhs = values[n_values - 1]
+                lhs = values[n_values - 2]
+                op = ops[n_ops - 1]
+                n_ops -= 1
+                n_values -= 1
+                if op == 0:
+                    values[n_values - 1] = (lhs + rhs) % modulus
+                elif op == 1:
+                    values[n_values - 1] = (lhs - rhs) % modulus
+                else:
+                    values[n_values - 1] = (lhs * rhs) % modulus
+            else:
+                op = -1 - item
+                inputs[b, pos] = plus + op
+                pos += 1
+                ops[n_ops] = op
+                n_ops += 1
+        inputs[b, pos] = equals
+        targets[b, pos] = values[0]
+        mask[b, pos] = True
+        seq_lens[b] = pos + 1
+        depths[b] = peak
+    return inputs, targets, mask, seq_lens, lengths, depths
+
+
+@register
+class ModularArithmeticBrackets(Task):
+    """Modular arithmetic with brackets: a random expression tree over numbers in [0, M).
+
+    Leaves are written ``n``, ``- n`` or ``( n )`` (uniformly); every inner node is
+    ``( L op R )`` with op in {+, −, ×} and a uniformly random split of the leaves; the
+    expression ends with ``=``, where the answer (the value mod M) sits.
+
+    Tokens: ``0 .. M-1`` (numbers, and the answer), ``M`` (+), ``M+1`` (−, binary or unary),
+    ``M+2`` (×), ``M+3`` ((), ``M+4`` ()), ``M+5`` (=), ``M+6`` (pad). Knob ``length`` is the
+    number of leaves (operands); ``meta["depth"]`` is the deepest bracket nesting and
+    ``meta["tokens"]`` the number of tokens including ``=``.
+    """
+
+    name = "modular_arithmetic_brackets"
+    family = "context_free"
+    knobs = {"length": Knob(1, 8192, "number of operands (leaves of the expression tree)")}
+    eval_axes = ("length",)
+
+    def __init__(self, modulus: int = 5):
+        self.modulus = _check_int("modulus", modulus, 2, 1000)
+        m = self.modulus
+        self.PLUS, self.MINUS, self.TIMES, self.OPEN, self.CLOSE = m, m + 1, m + 2, m + 3, m + 4
+        self.EQUALS, self.PAD = m + 5, m + 6
+        self.vocab_size = m + 7
+        self.pad_id = self.PAD
+        self.chance_accuracy = 1.0 / m
+        self.train_range = {"length": (1, 8)}
+        self.eval_range = {"length": (8, 48)}
+
+    def params(self) -> dict:
+        return {"modulus": self.modulus}
+
+    def _sample(self, seed, batch, ranges):
+        lo, hi = ranges["length"]
+        inputs, targets, mask, seq_lens, lengths, depths = _brackets_batch(
+            seed, batch, lo, hi, self.modulus, self.PLUS, self.OPEN, self.CLOSE, self.EQUALS, self.PAD
+        )
+        meta = {"length": lengths, "depth": depths, "tokens": seq_lens}
+        return pack_batch(inputs, targets, mask, seq_lens, meta)
+
+    def decode(self, batch: Batch, index: int) -> str:
+        names = {i: str(i) for i in range(self.modulus)}
+        names.update({self.PLUS: "+", self.MINUS: "-", self.TIMES: "*", self.OPEN: "(", self.CLOSE: ")"})
+        names.update({self.EQUALS: "=", self.PAD: "_"})
+        keep = batch.inputs[index] != self.PAD
+        text = " ".join(names[int(t)] for t in batch.inputs[index][keep])
+        answer = int(batch.targets[index][batch.loss_mask[index]][-1])
+        return f"{text} {answer}   (mod {self.modulus})"
+
+
+@numba.njit(cache=True)
+def _dyck_batch(seed, batch, lo, hi, lo_depth, hi_depth, kinds, end, pad):
+    """Prefixes of random Dyck-k words: a walk that opens or closes with equal odds, bounded by
+    the drawn maximum depth; the target is the one legal closer (or `end` at depth 0)."""
+    inputs = np.full((batch, hi), pad, dtype=np.int64)
+    targets = np.zeros((batch, hi), dtype=np.int64)
+    mask = np.zeros((batch, hi), dtype=np.bool_)
+    lengths = np.empty(batch, dtype=np.int64)
+    bounds = np.empty(batch, dtype=np.int64)
+    peaks = np.empty(batch, dtype=np.int64)
+    stack = np.empty(hi_depth + 1, dtype=np.int64)
+    for b in range(batch):
+        state = example_state(seed, b)
+        n = randint(state, lo, hi)
+        bound = randint(state, lo_depth, hi_depth)
+        lengths[b] = n
+        bounds[b] = bound
+        depth = 0
+        peak = 0
+        for t in range(n):
+            opening = depth == 0 or (depth < bound and randint(state, 0, 1) == 1)
+            if opening:
+                kind = randint(state, 0, kinds - 1)
+                stack[depth] = kind
+                depth += 1
+                peak = max(peak, depth)
+                inputs[b, t] = kind
+            else:
+                depth -= 1
+                inputs[b, t] = kinds + stack[depth]
+            targets[b, t] = kinds + stack[depth - 1] if depth > 0 else end
+            mask[b, t] = True
+        peaks[b] = peak
+    return inputs, targets, mask, lengths.copy(), lengths, bounds, peaks
+
+
+@register
+class Dyck(Task):
+    """Dyck-k: a prefix of a balanced string over k bracket types (tagging).
+
+    Tokens: ``0 .. k-1`` open brackets, ``k .. 2k-1`` the matching closers (``k + i`` closes
+    ``i``), ``2k`` END (a target only), ``2k+1`` pad. Target at position t: the token of the only
+    closer that may legally follow the prefix (it closes the innermost open bracket), or END
+    when every bracket is closed. Getting it right at every position means tracking the whole
+    stack of open brackets.
+
+    Knobs: ``length`` (prefix length) and ``max_depth`` (the nesting bound of the random walk,
+    which opens and closes with equal odds); ``meta["peak_depth"]`` is the depth reached.
+    """
+
+    name = "dyck"
+    family = "context_free"
+    knobs = {
+        "length": Knob(1, 65536, "prefix length L"),
+        "max_depth": Knob(1, 4096, "bound on the nesting depth"),
+    }
+    eval_axes = ("length", "max_depth")
+
+    def __init__(self, kinds: int = 2):
+        self.kinds = _check_int("kinds", kinds, 1, 64)
+        self.END, self.PAD = 2 * self.kinds, 2 * self.kinds + 1
+        self.vocab_size = 2 * self.kinds + 2
+        self.pad_id = self.PAD
+        self.chance_accuracy = 1.0 / (self.kinds + 1)
+        self.train_range = {"length": (3, 40), "max_depth": (2, 10)}
+        self.eval_range = {"length": (40, 256), "max_depth": (2, 32)}
+
+    def params(self) -> dict:
+        return {"kinds": self.kinds}
+
+    def _sample(self, seed, batch, ranges):
+        lo, hi = ranges["length"]
+        lo_depth, hi_depth = ranges["max_depth"]
+        inputs, targets, mask, seq_lens, lengths, bounds, peaks = _dyck_batch(
+            seed, batch, lo, hi, lo_depth, hi_depth, self.kinds, self.END, self.PAD
+        )
+        meta = {"length": lengths, "max_depth": bounds, "peak_depth": peaks}
+        return pack_batch(inputs, targets, mask, seq_lens, meta)
+
+    def _name(self, token: int) -> str:
+        pairs = "()[]{}<>"
+        if token == self.END:
+            return "."
+        kind, closing = token % self.kinds, token >= self.kinds
+        if self.kinds <= 4:
+            return pairs[2 * kind + closing]
+        return f"{')' if closing else '('}{kind}"
+
+    def decode(self, batch: Batch, index: int) -> str:
+        keep = batch.loss_mask[index]
+        prefix = " ".join(self._name(int(t)) for t in batch.inputs[index][keep])
+        closers = " ".join(self._name(int(t)) for t in batch.targets[index][keep])
+        return f"prefix:       {prefix}\nlegal closer: {closers}   ('.' = none: all closed)"
