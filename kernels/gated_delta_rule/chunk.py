@@ -25,4 +25,6 @@ def chunk_gated_delta_rule(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel
         )
         return o, (ht.float() if ht is not None and ht.dtype != torch.float64 else ht)
-    raise ValueError(f"backend must be one of {BACKENDS} (the Triton path is not landed yet); got {backend!r}")
+    raise ValueError(
+        f"backend must be one of {BACKENDS}; got {backend!r}"
+    )

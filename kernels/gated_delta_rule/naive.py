@@ -120,7 +120,9 @@ def naive_chunk_gated_delta_rule(
     gamma = torch.exp((G[..., :, None] - G[..., None, :]).masked_fill(~causal, float("-inf")))  # [.., C, C]
     A = (beta[..., :, None] * (k @ k.transpose(-1, -2)) * gamma).masked_fill(~strict, 0.0)
     eye = torch.eye(C, dtype=dt, device=q.device)
-    w = torch.linalg.solve_triangular(eye + A, (beta * G.exp())[..., None] * k, upper=False, unitriangular=True)
+    w = torch.linalg.solve_triangular(
+        eye + A, (beta * G.exp())[..., None] * k, upper=False, unitriangular=True
+    )
     u = torch.linalg.solve_triangular(eye + A, beta[..., None] * v, upper=False, unitriangular=True)
     P = (q @ k.transpose(-1, -2)) * gamma  # [B, H, NT, C, C]
     qg = G.exp()[..., None] * q  # [B, H, NT, C, K]
