@@ -1,0 +1,469 @@
+"""State-based recall (Merrill et al. 2026, "Olmo Hybrid", arXiv 2604.03444, Theorem 1).
+
+A bit array, k pointer variables holding distinct addresses, n lines that swap two variables, and
+queries ``bits[v]``: the answer is the bit at the address v holds after the swaps so far. Recall
+load grows with the array size m, state-tracking load with the number of swaps n.
+
+Two forms share the knobs and the meta labels:
+
+* ``state_based_recall``, one token per bit, variable, address and line marker. The array is
+  written as (address, bit) pairs over m distinct addresses drawn from an address vocabulary of
+  ``num_addresses`` tokens (listed in increasing order). Retrieval is then by content, which is
+  what attention does, and every address token is trained whatever m is: with positional
+  addresses ``0 .. m-1`` the tokens of addresses beyond the training m would never be seen, and
+  evaluating at larger m would measure untrained embeddings rather than recall.
+* ``state_based_recall_text``, the Python program itself, one token per character, with the array
+  as a list indexed by position (addresses in [0, m)).
+
+Supervision (structural): ``"final"`` asks one query after the last swap; ``"dense"`` asks the
+same variable after the initialisation line and after every swap line (n + 1 answers, the last
+being the final query). It learns in far fewer steps.
+
+Meta per example: ``m``, ``num_swaps``, ``num_vars``, ``query`` (index of the queried variable,
+``a`` = 0) and ``moved`` (whether the queried variable's final address differs from its initial
+one; on unmoved examples reading the initial address is a shortcut, so report them apart).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from synthetic_tasks._rng import example_state, next_u64, randint
+from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+
+__all__ = ["StateBasedRecall", "StateBasedRecallText"]
+
+_SUPERVISIONS = ("final", "dense")
+_VAR_NAMES = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _check_supervision(value) -> str:
+    if value not in _SUPERVISIONS:
+        raise ValueError(f"parameter 'supervision' must be one of {list(_SUPERVISIONS)}, got {value!r}")
+    return value
+
+
+def _check_cross_knobs(ranges: dict[str, tuple[int, int]]) -> None:
+    """Knob combinations that cannot be drawn: more variables than addresses, or no such variable."""
+    if ranges["num_vars"][1] > ranges["m"][0]:
+        raise ValueError(
+            f"knob 'num_vars' (up to {ranges['num_vars'][1]}) must not exceed knob 'm' "
+            f"(from {ranges['m'][0]}): every variable needs its own address"
+        )
+    if ranges["query"][0] > ranges["num_vars"][0] - 1:
+        raise ValueError(
+            f"knob 'query' (from {ranges['query'][0]}) must name an existing variable: at most "
+            f"num_vars - 1 = {ranges['num_vars'][0] - 1}"
+        )
+
+
+@numba.njit(cache=True, inline="always")
+def _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi):
+    m = randint(state, m_lo, m_hi)
+    n = randint(state, n_lo, n_hi)
+    k = randint(state, k_lo, k_hi)
+    q = randint(state, q_lo, min(q_hi, k - 1))
+    return m, n, k, q
+
+
+@numba.njit(cache=True, inline="always")
+def _draw_pointers(state, addr, k, m):
+    """k distinct addresses in [0, m) into addr[:k] (rejection; k <= 26)."""
+    for v in range(k):
+        while True:
+            a = randint(state, 0, m - 1)
+            fresh = True
+            for u in range(v):
+                if addr[u] == a:
+                    fresh = False
+            if fresh:
+                addr[v] = a
+                break
+
+
+@numba.njit(cache=True, inline="always")
+def _draw_swap(state, k):
+    x = randint(state, 0, k - 1)
+    y = randint(state, 0, k - 2)
+    if y >= x:
+        y += 1
+    return x, y
+
+
+@numba.njit(cache=True)
+def _recall_tokens_batch(
+    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, num_addresses, tok
+):
+    """tok = (bit0, bits, sep, query, var0, addr0, pad); see StateBasedRecall for the layout."""
+    bit0, bits_tok, sep, query, var0, addr0, pad = tok
+    width = 3 + 2 * m_hi + 2 * k_hi + 3 * n_hi + 2 * ((n_hi + 1) if dense else 1)
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    meta = np.empty((5, batch), dtype=np.int64)
+    taken = np.zeros(num_addresses, dtype=np.bool_)
+    labels = np.empty(m_hi, dtype=np.int64)
+    bit_at = np.zeros(num_addresses, dtype=np.int64)
+    slot = np.empty(26, dtype=np.int64)
+    addr = np.empty(26, dtype=np.int64)
+    for b in range(batch):
+        state = example_state(seed, b)
+        m, n, k, q = _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi)
+        # Floyd's sampling: m distinct addresses out of num_addresses in O(m).
+        count = 0
+        for j in range(num_addresses - m, num_addresses):
+            r = randint(state, 0, j)
+            if taken[r]:
+                r = j
+            taken[r] = True
+            labels[count] = r
+            count += 1
+        used = np.sort(labels[:m])
+        for j in range(m):
+            taken[used[j]] = False
+        row = inputs[b]
+        row[0] = bits_tok
+        t = 1
+        word = np.uint64(0)
+        for j in range(m):
+            if j & 63 == 0:
+                word = next_u64(state)
+            bit = np.int64((word >> np.uint64(j & 63)) & np.uint64(1))
+            bit_at[used[j]] = bit
+            row[t] = addr0 + used[j]
+            row[t + 1] = bit0 + bit
+            t += 2
+        row[t] = sep
+        t += 1
+        _draw_pointers(state, slot, k, m)
+        for v in range(k):
+            addr[v] = used[slot[v]]
+            row[t] = var0 + v
+            row[t + 1] = addr0 + addr[v]
+            t += 2
+        row[t] = sep
+        t += 1
+        start = addr[q]
+        for line in range(n + 1):
+            if line > 0:
+                x, y = _draw_swap(state, k)
+                addr[x], addr[y] = addr[y], addr[x]
+                row[t] = var0 + x
+                row[t + 1] = var0 + y
+                row[t + 2] = sep
+                t += 3
+            if dense or line == n:
+                row[t] = query
+                row[t + 1] = var0 + q
+                targets[b, t + 1] = bit0 + bit_at[addr[q]]
+                mask[b, t + 1] = True
+                t += 2
+        seq_lens[b] = t
+        meta[0, b] = m
+        meta[1, b] = n
+        meta[2, b] = k
+        meta[3, b] = q
+        meta[4, b] = addr[q] != start
+    return inputs, targets, mask, seq_lens, meta
+
+
+def _meta_dict(meta: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "m": meta[0].copy(),
+        "num_swaps": meta[1].copy(),
+        "num_vars": meta[2].copy(),
+        "query": meta[3].copy(),
+        "moved": meta[4].astype(bool),
+    }
+
+
+def _knob_args(ranges: dict[str, tuple[int, int]]) -> tuple[int, ...]:
+    return (*ranges["m"], *ranges["num_swaps"], *ranges["num_vars"], *ranges["query"])
+
+
+_COMMON_KNOBS = {
+    "num_swaps": Knob(0, 4096, "swap lines n (state-tracking load)"),
+    "num_vars": Knob(2, 26, "pointer variables k, named a, b, c, ...; at most m"),
+    "query": Knob(0, 25, "index of the queried variable (a = 0), drawn in [lo, min(hi, num_vars - 1)]"),
+}
+
+
+@register
+class StateBasedRecall(Task):
+    """State-based recall, token form.
+
+    Tokens: ``0``/``1`` bits (ids 0, 1), ``BITS`` 2, ``SEP`` 3, ``QUERY`` 4, variables ``a..z``
+    (ids 5..30), addresses ``@0 .. @(num_addresses-1)`` (ids 31..), then pad. One example::
+
+        BITS @3 1 @17 0 @40 1 … SEP  a @17 b @3 … SEP  [QUERY q]  x y SEP [QUERY q]  …  QUERY q
+
+    line by line: the array as (address, bit) pairs in increasing address order; the pointer
+    initialisation ``a = @17, b = @3, …``; each swap line ``x y SEP`` means ``x, y = y, x``; a
+    query ``QUERY q`` means ``bits[q]`` and its answer (token 0 or 1) is the target at ``q``. With
+    ``supervision="final"`` only the last query is there; with ``"dense"`` one follows the
+    initialisation and every swap line. Length: 2m + 2k + 3n + 5 (+ 2n dense).
+
+    >>> task = StateBasedRecall()
+    >>> batch = task.sample(seed=0, batch=2, m=8, num_swaps=3)
+    >>> int(batch.loss_mask.sum()), batch.inputs.shape
+    (2, (2, 40))
+    >>> print(task.decode(batch, 0).splitlines()[-1])  # doctest: +SKIP
+    assert bits[c] == 1
+    """
+
+    name = "state_based_recall"
+    family = "code"
+    knobs = {"m": Knob(2, 65536, "bits in the array (recall load); at most num_addresses"), **_COMMON_KNOBS}
+    eval_axes = ("num_swaps", "m")
+    chance_accuracy = 0.5
+
+    BIT0, BITS, SEP, QUERY, VAR0, ADDR0 = 0, 2, 3, 4, 5, 31
+
+    def __init__(self, supervision: str = "final", num_addresses: int = 4096):
+        self.supervision = _check_supervision(supervision)
+        if (
+            isinstance(num_addresses, bool)
+            or not isinstance(num_addresses, (int, np.integer))
+            or not (64 <= num_addresses <= 65536)
+        ):
+            raise ValueError(
+                f"parameter 'num_addresses' must be an int in [64, 65536], got {num_addresses!r}"
+            )
+        self.num_addresses = int(num_addresses)
+        self.knobs = {
+            **type(self).knobs,
+            "m": Knob(2, self.num_addresses, "bits in the array (recall load); at most num_addresses"),
+        }
+        self.pad_id = self.ADDR0 + self.num_addresses
+        self.vocab_size = self.pad_id + 1
+        self.train_range = {"m": (8, 64), "num_swaps": (1, 16), "num_vars": (5, 5), "query": (0, 25)}
+        self.eval_range = {
+            "m": (8, min(1024, self.num_addresses)),
+            "num_swaps": (1, 64),
+            "num_vars": (5, 5),
+            "query": (0, 25),
+        }
+
+    def params(self) -> dict:
+        return {"supervision": self.supervision, "num_addresses": self.num_addresses}
+
+    def _sample(self, seed, batch, ranges):
+        _check_cross_knobs(ranges)
+        tok = (self.BIT0, self.BITS, self.SEP, self.QUERY, self.VAR0, self.ADDR0, self.pad_id)
+        inputs, targets, mask, seq_lens, meta = _recall_tokens_batch(
+            seed, batch, *_knob_args(ranges), self.supervision == "dense", self.num_addresses, tok
+        )
+        return pack_batch(inputs, targets, mask, seq_lens, _meta_dict(meta))
+
+    def decode(self, batch: Batch, index: int) -> str:
+        """The example as the Python program it stands for (array as a dict), answers filled in."""
+        row = batch.inputs[index]
+        length = int(np.sum(row != self.pad_id))
+        tokens = [int(x) for x in row[:length]]
+        answers = batch.targets[index]
+        var = lambda tok: _VAR_NAMES[tok - self.VAR0]
+        end = tokens.index(self.SEP)
+        pairs = tokens[1:end]
+        entries = ", ".join(f"{a - self.ADDR0}: {bit - self.BIT0}" for a, bit in zip(pairs[::2], pairs[1::2]))
+        lines = [
+            f"# m={len(pairs) // 2}  num_swaps={int(batch.meta['num_swaps'][index])}  "
+            f"moved={bool(batch.meta['moved'][index])}",
+            f"bits = {{{entries}}}",
+        ]
+        start = end + 1
+        end = tokens.index(self.SEP, start)
+        init = tokens[start:end]
+        lines.append(
+            f"{', '.join(var(v) for v in init[::2])} = {', '.join(str(a - self.ADDR0) for a in init[1::2])}"
+        )
+        t = end + 1
+        while t < length:
+            if tokens[t] == self.QUERY:
+                lines.append(f"assert bits[{var(tokens[t + 1])}] == {int(answers[t + 1]) - self.BIT0}")
+                t += 2
+            else:
+                x, y = var(tokens[t]), var(tokens[t + 1])
+                lines.append(f"{x}, {y} = {y}, {x}")
+                t += 3
+        return "\n".join(lines)
+
+
+_CHARS = "\n ,=?[]0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _codes(text: str) -> np.ndarray:
+    return np.array([_CHARS.index(c) for c in text], dtype=np.int64)
+
+
+_NL, _SPACE, _COMMA, _EQ, _QMARK = (_CHARS.index(c) for c in "\n ,=?")
+_CLOSE = _CHARS.index("]")
+_DIGIT0, _LETTER_A = _CHARS.index("0"), _CHARS.index("a")
+_BITS_OPEN = _codes("bits = [")
+_ASSERT_OPEN = _codes("assert bits[")
+_ASSERT_CLOSE = _codes("] == ?\n")
+
+
+@numba.njit(cache=True, inline="always")
+def _put(row, t, codes):
+    for j in range(codes.shape[0]):
+        row[t + j] = codes[j]
+    return t + codes.shape[0]
+
+
+@numba.njit(cache=True, inline="always")
+def _put_int(row, t, value):
+    digits = 1
+    power = 10
+    while value >= power:
+        digits += 1
+        power *= 10
+    for j in range(digits - 1, -1, -1):
+        row[t + j] = _DIGIT0 + value % 10
+        value //= 10
+    return t + digits
+
+
+@numba.njit(cache=True, inline="always")
+def _put_sep(row, t):
+    row[t] = _COMMA
+    row[t + 1] = _SPACE
+    return t + 2
+
+
+@numba.njit(cache=True, inline="always")
+def _put_assignment_equals(row, t):
+    row[t] = _SPACE
+    row[t + 1] = _EQ
+    row[t + 2] = _SPACE
+    return t + 3
+
+
+@numba.njit(cache=True)
+def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, pad):
+    digits = 1
+    while 10**digits <= m_hi - 1:
+        digits += 1
+    init_width = 3 * k_hi - 2 + 3 + k_hi * digits + 2 * (k_hi - 1) + 1
+    width = (3 * m_hi + 8) + init_width + 12 * n_hi + 20 * ((n_hi + 1) if dense else 1)
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    meta = np.empty((5, batch), dtype=np.int64)
+    bits = np.empty(m_hi, dtype=np.int64)
+    addr = np.empty(26, dtype=np.int64)
+    for b in range(batch):
+        state = example_state(seed, b)
+        m, n, k, q = _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi)
+        row = inputs[b]
+        t = _put(row, 0, _BITS_OPEN)
+        word = np.uint64(0)
+        for j in range(m):
+            if j & 63 == 0:
+                word = next_u64(state)
+            bits[j] = np.int64((word >> np.uint64(j & 63)) & np.uint64(1))
+            if j > 0:
+                t = _put_sep(row, t)
+            row[t] = _DIGIT0 + bits[j]
+            t += 1
+        row[t] = _CLOSE
+        row[t + 1] = _NL
+        t += 2
+        _draw_pointers(state, addr, k, m)
+        for v in range(k):
+            if v > 0:
+                t = _put_sep(row, t)
+            row[t] = _LETTER_A + v
+            t += 1
+        t = _put_assignment_equals(row, t)
+        for v in range(k):
+            if v > 0:
+                t = _put_sep(row, t)
+            t = _put_int(row, t, addr[v])
+        row[t] = _NL
+        t += 1
+        start = addr[q]
+        for line in range(n + 1):
+            if line > 0:
+                x, y = _draw_swap(state, k)
+                addr[x], addr[y] = addr[y], addr[x]
+                row[t] = _LETTER_A + x
+                t = _put_sep(row, t + 1)
+                row[t] = _LETTER_A + y
+                t = _put_assignment_equals(row, t + 1)
+                row[t] = _LETTER_A + y
+                t = _put_sep(row, t + 1)
+                row[t] = _LETTER_A + x
+                row[t + 1] = _NL
+                t += 2
+            if dense or line == n:
+                t = _put(row, t, _ASSERT_OPEN)
+                row[t] = _LETTER_A + q
+                t = _put(row, t + 1, _ASSERT_CLOSE)
+                # The answer is due after "== ", at the space before "?".
+                targets[b, t - 3] = _DIGIT0 + bits[addr[q]]
+                mask[b, t - 3] = True
+        seq_lens[b] = t
+        meta[0, b] = m
+        meta[1, b] = n
+        meta[2, b] = k
+        meta[3, b] = q
+        meta[4, b] = addr[q] != start
+    return inputs, targets, mask, seq_lens, meta
+
+
+@register
+class StateBasedRecallText(Task):
+    """State-based recall as Python text, one token per character.
+
+    Characters (ids in this order): newline, space, ``, = ? [ ]``, ``0``-``9``, ``a``-``z``; then
+    pad. The example is exactly the program of TASKS.md, every line ending in a newline::
+
+        bits = [0, 1, 1, 0, 1, 0, 0, 1]
+        a, b, c, d, e = 3, 6, 0, 5, 2
+        a, c = c, a
+        d, a = a, d
+        assert bits[a] == ?
+
+    The answer character (``0`` or ``1``) is the target at the space before ``?``. With
+    ``supervision="dense"`` an ``assert bits[q] == ?`` line (same q) follows the initialisation
+    and every swap line.
+    """
+
+    name = "state_based_recall_text"
+    family = "code"
+    knobs = {"m": Knob(2, 4096, "bits in the list (recall load)"), **_COMMON_KNOBS}
+    eval_axes = ("num_swaps", "m")
+    chance_accuracy = 0.5
+    CHARS = _CHARS
+
+    def __init__(self, supervision: str = "final"):
+        self.supervision = _check_supervision(supervision)
+        self.pad_id = len(_CHARS)
+        self.vocab_size = self.pad_id + 1
+        self.train_range = {"m": (8, 32), "num_swaps": (1, 16), "num_vars": (5, 5), "query": (0, 25)}
+        self.eval_range = {"m": (8, 256), "num_swaps": (1, 64), "num_vars": (5, 5), "query": (0, 25)}
+
+    def params(self) -> dict:
+        return {"supervision": self.supervision}
+
+    def _sample(self, seed, batch, ranges):
+        _check_cross_knobs(ranges)
+        inputs, targets, mask, seq_lens, meta = _recall_text_batch(
+            seed, batch, *_knob_args(ranges), self.supervision == "dense", self.pad_id
+        )
+        return pack_batch(inputs, targets, mask, seq_lens, _meta_dict(meta))
+
+    def decode(self, batch: Batch, index: int) -> str:
+        """The program text with every ``?`` replaced by its supervised answer."""
+        row = batch.inputs[index]
+        chars = [_CHARS[int(c)] for c in row if c != self.pad_id]
+        for t in np.flatnonzero(batch.loss_mask[index]):
+            chars[t + 1] = _CHARS[int(batch.targets[index, t])]
+        header = (
+            f"# m={int(batch.meta['m'][index])}  num_swaps={int(batch.meta['num_swaps'][index])}  "
+            f"moved={bool(batch.meta['moved'][index])}\n"
+        )
+        return header + "".join(chars).rstrip("\n")
