@@ -1,0 +1,399 @@
+"""Sweep files: TOML in, frozen dataclasses out, every mistake caught before anything runs.
+
+A sweep file names the grid's axes (tasks, architectures, sizes, learning rates, seeds) and the
+settings every run shares (model shape, training budget, evaluation, device policy)::
+
+    name = "demo"
+    patterns = ["A", "G", "M", "GGGA"]     # architectures by mixer pattern ...
+    sizes = [20_000]                        # target non-embedding parameter counts
+    lrs = [3e-3]
+    seeds = [0, 1]
+
+    [[arch]]                                # ... plus named variants
+    name = "G-noneg"
+    pattern = "G"
+    neg_eigval = false
+
+    [model]
+    n_layers = 4
+    n_heads = 2
+
+    [train]
+    batch_size = 32
+    steps = 1500
+
+    [[task]]
+    name = "parity"
+    train = { length = [3, 20] }            # knobs left out keep the task's own ranges
+    eval = { length = [3, 64] }
+
+Every user error raises one ValueError naming the offending key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthetic_tasks import TASKS, make_task
+
+__all__ = [
+    "ArchSpec",
+    "ModelSpec",
+    "SweepConfig",
+    "TaskSpec",
+    "TrainSpec",
+    "load_sweep",
+    "parse_sweep",
+    "PATTERN_LETTERS",
+]
+
+# Mixer letters a pattern may use; checked again by architectures when a model is built.
+PATTERN_LETTERS = ("A", "G", "M")
+DEVICES = ("auto", "cpu", "cuda")
+KERNEL_BACKENDS = ("auto", "torch", "triton")
+CURRICULA = ("linear", "none")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of the grid: structural parameters and the difficulty ranges to train/evaluate on."""
+
+    name: str
+    params: tuple[tuple[str, object], ...]  # sorted (key, value) pairs, hashable
+    train_range: tuple[tuple[str, tuple[int, int]], ...]  # every knob, sorted by name
+    eval_range: tuple[tuple[str, tuple[int, int]], ...]
+    eval_axes: tuple[str, ...]
+    curriculum_knobs: tuple[str, ...]
+
+    @property
+    def params_dict(self) -> dict:
+        return dict(self.params)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture: a label for the store, the mixer pattern, and the eigenvalue range."""
+
+    name: str
+    pattern: str
+    neg_eigval: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    n_layers: int = 4
+    n_heads: int = 2
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The training budget and evaluation shared by every run of a sweep."""
+
+    batch_size: int = 32
+    steps: int = 1000
+    warmup: int = 100
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    early_stop_acc: float = 0.99  # 1.0 would need a perfect window; > 1 never stops
+    early_stop_window: int = 50  # steps averaged for the early-stop test
+    curriculum: str = "linear"
+    curriculum_fraction: float = 0.5  # share of the steps over which the curriculum ramps
+    log_every: int = 25
+    eval_examples_per_bin: int = 256
+    eval_batch_size: int = 128
+    eval_bins: int = 8  # bins per evaluation axis (fewer where the knob has fewer values)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    tasks: tuple[TaskSpec, ...]
+    archs: tuple[ArchSpec, ...]
+    sizes: tuple[int, ...]
+    lrs: tuple[float, ...]
+    seeds: tuple[int, ...]
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    device: str = "auto"
+    kernel_backend: str = "auto"
+    max_attempts: int = 2
+    description: str = ""
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.tasks) * len(self.archs) * len(self.sizes) * len(self.lrs) * len(self.seeds)
+
+
+def load_sweep(path: str | Path) -> tuple[SweepConfig, str]:
+    """Read and validate a sweep file; returns the config and the file's text."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"sweep file {str(path)!r} does not exist")
+    text = path.read_text()
+    return parse_sweep(text, source=str(path)), text
+
+
+def parse_sweep(text: str, source: str = "<sweep>") -> SweepConfig:
+    """Parse and validate the TOML text of a sweep file."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{source}: not valid TOML: {error}") from None
+    return _sweep_from_dict(raw)
+
+
+_TOP_KEYS = {
+    "name": "sweep name",
+    "description": "free text",
+    "patterns": "list of mixer patterns, e.g. ['A', 'GGGA']",
+    "arch": "array of tables {name, pattern, neg_eigval}",
+    "sizes": "list of target non-embedding parameter counts",
+    "lrs": "list of learning rates",
+    "seeds": "list of run seeds",
+    "device": f"one of {DEVICES}",
+    "kernel_backend": f"one of {KERNEL_BACKENDS}",
+    "max_attempts": "attempts per run before it stays failed",
+    "model": "table {n_layers, n_heads, mlp_ratio}",
+    "train": "table of training settings",
+    "task": "array of tables {name, params, train, eval, eval_axes, curriculum_knobs}",
+}
+
+
+def _check_keys(table: dict, allowed, where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key {where}{unknown[0]!r}; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _int(value, key: str, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{key} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{key} must be <= {high}, got {value}")
+    return value
+
+
+def _float(value, key: str, low: float | None = None, high: float | None = None, open_low=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{key} must be finite, got {value}")
+    if low is not None and (value <= low if open_low else value < low):
+        raise ValueError(f"{key} must be {'>' if open_low else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{key} must be <= {high}, got {value}")
+    return value
+
+
+def _choice(value, key: str, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{key} = {value!r} is not allowed; allowed values: {', '.join(allowed)}")
+    return value
+
+
+def _list(raw: dict, key: str, convert) -> tuple:
+    if key not in raw:
+        raise ValueError(f"missing key {key!r} ({_TOP_KEYS[key]})")
+    values = raw[key]
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{key} must be a non-empty list, got {values!r}")
+    out = tuple(convert(v, f"{key}[{i}]") for i, v in enumerate(values))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{key} has duplicate entries: {list(out)}")
+    return out
+
+
+def _pattern(value, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} must be a non-empty pattern string over {PATTERN_LETTERS}, got {value!r}")
+    for letter in value:
+        if letter not in PATTERN_LETTERS:
+            raise ValueError(
+                f"{key} = {value!r} has unknown mixer letter {letter!r}; allowed letters: "
+                f"{', '.join(PATTERN_LETTERS)}"
+            )
+    return value
+
+
+def _archs(raw: dict) -> tuple[ArchSpec, ...]:
+    archs = []
+    for i, pattern in enumerate(raw.get("patterns", [])):
+        archs.append(ArchSpec(name=_pattern(pattern, f"patterns[{i}]"), pattern=pattern))
+    extra = raw.get("arch", [])
+    if not isinstance(extra, list):
+        raise ValueError("arch must be an array of tables ([[arch]] name, pattern, neg_eigval)")
+    for i, table in enumerate(extra):
+        where = f"arch[{i}]."
+        if not isinstance(table, dict):
+            raise ValueError(f"arch[{i}] must be a table with keys name, pattern, neg_eigval")
+        _check_keys(table, ("name", "pattern", "neg_eigval"), where)
+        if "pattern" not in table:
+            raise ValueError(f"missing key {where}pattern (a mixer pattern such as 'GGGA')")
+        pattern = _pattern(table["pattern"], f"{where}pattern")
+        name = table.get("name", pattern)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}name must be a non-empty string, got {name!r}")
+        neg = table.get("neg_eigval", True)
+        if not isinstance(neg, bool):
+            raise ValueError(f"{where}neg_eigval must be true or false, got {neg!r}")
+        archs.append(ArchSpec(name=name, pattern=pattern, neg_eigval=neg))
+    if not archs:
+        raise ValueError("no architectures: give 'patterns' and/or [[arch]] tables")
+    names = [a.name for a in archs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"architecture name {duplicates[0]!r} is declared twice (patterns / arch.name)")
+    return tuple(archs)
+
+
+def _ranges(table, task, where: str, defaults: dict) -> dict[str, tuple[int, int]]:
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table of knob = [lo, hi] or knob = value")
+    out = dict(defaults)
+    for knob_name, value in table.items():
+        if knob_name not in task.knobs:
+            raise ValueError(
+                f"unknown knob {where}.{knob_name!r} for task {task.name!r}; "
+                f"known knobs: {', '.join(sorted(task.knobs))}"
+            )
+        if isinstance(value, list):
+            value = tuple(value)
+        try:
+            out[knob_name] = task.knobs[knob_name].resolve(knob_name, value)
+        except ValueError as error:
+            raise ValueError(f"{where}.{knob_name}: {error}") from None
+    return out
+
+
+def _tasks(raw: dict) -> tuple[TaskSpec, ...]:
+    tables = raw.get("task")
+    if not isinstance(tables, list) or not tables:
+        raise ValueError("missing [[task]] tables: a sweep needs at least one task")
+    specs = []
+    for i, table in enumerate(tables):
+        where = f"task[{i}]"
+        if not isinstance(table, dict):
+            raise ValueError(f"{where} must be a table")
+        _check_keys(table, ("name", "params", "train", "eval", "eval_axes", "curriculum_knobs"), f"{where}.")
+        name = table.get("name")
+        if name not in TASKS:
+            raise ValueError(f"unknown task {where}.name = {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        params = table.get("params", {})
+        if not isinstance(params, dict):
+            raise ValueError(f"{where}.params must be a table of the task's structural parameters")
+        try:
+            task = make_task(name, **params)
+        except ValueError as error:
+            raise ValueError(f"{where}.params: {error}") from None
+        train = _ranges(table.get("train", {}), task, f"{where}.train", dict(task.train_range))
+        evals = _ranges(table.get("eval", {}), task, f"{where}.eval", dict(task.eval_range))
+        axes = table.get("eval_axes", list(task.eval_axes))
+        curriculum = table.get("curriculum_knobs", list(task.eval_axes))
+        for key, knobs in (("eval_axes", axes), ("curriculum_knobs", curriculum)):
+            if not isinstance(knobs, list):
+                raise ValueError(f"{where}.{key} must be a list of knob names")
+            for knob_name in knobs:
+                if knob_name not in task.knobs:
+                    raise ValueError(
+                        f"unknown knob {knob_name!r} in {where}.{key}; known knobs of {name!r}: "
+                        f"{', '.join(sorted(task.knobs))}"
+                    )
+        if not axes:
+            raise ValueError(f"{where}.eval_axes must name at least one knob of {sorted(task.knobs)}")
+        specs.append(
+            TaskSpec(
+                name=name,
+                params=tuple(sorted(task.params().items())),
+                train_range=tuple(sorted(train.items())),
+                eval_range=tuple(sorted(evals.items())),
+                eval_axes=tuple(axes),
+                curriculum_knobs=tuple(curriculum),
+            )
+        )
+    if len(set(specs)) != len(specs):
+        raise ValueError("two [[task]] tables describe the same task with the same settings")
+    return tuple(specs)
+
+
+def _model(raw) -> ModelSpec:
+    if not isinstance(raw, dict):
+        raise ValueError("model must be a table {n_layers, n_heads, mlp_ratio}")
+    _check_keys(raw, ("n_layers", "n_heads", "mlp_ratio"), "model.")
+    base = ModelSpec()
+    return ModelSpec(
+        n_layers=_int(raw.get("n_layers", base.n_layers), "model.n_layers", 1, 256),
+        n_heads=_int(raw.get("n_heads", base.n_heads), "model.n_heads", 1, 256),
+        mlp_ratio=_float(raw.get("mlp_ratio", base.mlp_ratio), "model.mlp_ratio", 0.0, 64.0, open_low=True),
+    )
+
+
+def _train(raw) -> TrainSpec:
+    if not isinstance(raw, dict):
+        raise ValueError("train must be a table of training settings")
+    base = TrainSpec()
+    _check_keys(raw, TrainSpec.__dataclass_fields__, "train.")
+    get = raw.get
+    spec = TrainSpec(
+        batch_size=_int(get("batch_size", base.batch_size), "train.batch_size", 1),
+        steps=_int(get("steps", base.steps), "train.steps", 1),
+        warmup=_int(get("warmup", base.warmup), "train.warmup", 0),
+        min_lr_ratio=_float(get("min_lr_ratio", base.min_lr_ratio), "train.min_lr_ratio", 0.0, 1.0),
+        weight_decay=_float(get("weight_decay", base.weight_decay), "train.weight_decay", 0.0),
+        grad_clip=_float(get("grad_clip", base.grad_clip), "train.grad_clip", 0.0, open_low=True),
+        early_stop_acc=_float(get("early_stop_acc", base.early_stop_acc), "train.early_stop_acc", 0.0, 2.0),
+        early_stop_window=_int(
+            get("early_stop_window", base.early_stop_window), "train.early_stop_window", 1
+        ),
+        curriculum=_choice(get("curriculum", base.curriculum), "train.curriculum", CURRICULA),
+        curriculum_fraction=_float(
+            get("curriculum_fraction", base.curriculum_fraction), "train.curriculum_fraction", 0.0, 1.0
+        ),
+        log_every=_int(get("log_every", base.log_every), "train.log_every", 1),
+        eval_examples_per_bin=_int(
+            get("eval_examples_per_bin", base.eval_examples_per_bin), "train.eval_examples_per_bin", 1
+        ),
+        eval_batch_size=_int(get("eval_batch_size", base.eval_batch_size), "train.eval_batch_size", 1),
+        eval_bins=_int(get("eval_bins", base.eval_bins), "train.eval_bins", 2),
+    )
+    if spec.warmup >= spec.steps:
+        raise ValueError(f"train.warmup = {spec.warmup} must be smaller than train.steps = {spec.steps}")
+    return spec
+
+
+def _sweep_from_dict(raw: dict) -> SweepConfig:
+    _check_keys(raw, _TOP_KEYS, "")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("missing key 'name' (a non-empty sweep name)")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ValueError("description must be a string")
+    model = _model(raw.get("model", {}))
+    archs = _archs(raw)
+    for arch in archs:
+        if model.n_layers % len(arch.pattern):
+            raise ValueError(
+                f"model.n_layers = {model.n_layers} is not a multiple of the length of pattern "
+                f"{arch.pattern!r} (architecture {arch.name!r}); patterns are tiled over depth"
+            )
+    return SweepConfig(
+        name=name,
+        description=description,
+        tasks=_tasks(raw),
+        archs=archs,
+        sizes=_list(raw, "sizes", lambda v, k: _int(v, k, 1)),
+        lrs=_list(raw, "lrs", lambda v, k: _float(v, k, 0.0, open_low=True)),
+        seeds=_list(raw, "seeds", lambda v, k: _int(v, k, 0, 2**62)),
+        model=model,
+        train=_train(raw.get("train", {})),
+        device=_choice(raw.get("device", "auto"), "device", DEVICES),
+        kernel_backend=_choice(raw.get("kernel_backend", "auto"), "kernel_backend", KERNEL_BACKENDS),
+        max_attempts=_int(raw.get("max_attempts", 2), "max_attempts", 1, 100),
+    )
