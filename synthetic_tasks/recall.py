@@ -96,8 +96,9 @@ class MQAR(Task):
         self.vocab_size = self.vocab
         self.pad_id = self.BLANK
         self.chance_accuracy = 1.0 / (self.vocab // 2)
-        self.train_range = {"length": (64, 256), "num_pairs": (1, 16)}
-        self.eval_range = {"length": (256, 2048), "num_pairs": (16, 128)}
+        keys = self.first_value - 1
+        self.train_range = {"length": (64, 256), "num_pairs": (1, min(16, keys))}
+        self.eval_range = {"length": (256, 2048), "num_pairs": (min(16, keys), min(128, keys))}
 
     def params(self) -> dict:
         return {"vocab": self.vocab}
