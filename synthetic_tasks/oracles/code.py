@@ -58,7 +58,74 @@ def state_based_recall_text(task, tokens: list[int]) -> dict[int, int]:
     return {pos: task.CHARS.index(str(value)) for pos, value in zip(asked, answers, strict=True)}
 
 
+def variable_tracking(task, tokens: list[int]) -> dict[int, int]:
+    """Lines end in NEWLINE: ``x = c``, ``x = y``, ``x = y + c`` (mod M), ``x , y = y , x``, ``print x``."""
+    words = {task.EQUALS: "=", task.PLUS: "+", task.COMMA: ",", task.PRINT: "print"}
+    lines, asked, line = [], [], []
+    for t, tok in enumerate(tokens):
+        if tok == task.NEWLINE:
+            if line[0] == "print":
+                lines.append(f"print({line[1]})")
+                asked.append(t - 1)
+            elif "+" in line:
+                target, _, source, _, constant = line
+                lines.append(f"{target} = ({source} + {constant}) % {task.modulus}")
+            else:
+                lines.append(" ".join(line))
+            line = []
+        elif tok < task.modulus:
+            line.append(str(tok))
+        elif tok < task.modulus + 26:
+            line.append(_VAR_NAMES[tok - task.modulus])
+        else:
+            line.append(words[tok])
+    assert not line, "the program ends inside a line"
+    answers = _run("\n".join(lines))
+    return dict(zip(asked, answers, strict=True))
+
+
+def straight_line_programs(task, tokens: list[int]) -> dict[int, int]:
+    """Run the program up to its ``print(x)`` line; the text print writes is due from its newline on."""
+    text = "".join(task.CHARS[tok] for tok in tokens)
+    cut = text.index("\n", text.rindex("print(")) + 1
+    printed = _run(text[:cut], {"range": range})
+    assert len(printed) == 1, "one print per program"
+    output = f"{printed[0]}\n"
+    return {cut - 1 + j: task.CHARS.index(char) for j, char in enumerate(output)}
+
+
+def boolean_formula(task, tokens: list[int]) -> dict[int, int]:
+    """Translate the formula into a Python expression over 0/1 with not/and/or and run it."""
+    assert tokens[-1] == task.EQUALS
+    formula = [tok for tok in tokens[:-1] if tok != task.DOT]
+    words = {task.ZERO: "0", task.ONE: "1", task.NOT: "not", task.AND: "and", task.OR: "or"}
+    if task.params()["notation"] == "infix":
+        words.update({task.LPAREN: "(", task.RPAREN: ")"})
+        expression = " ".join(words[tok] for tok in formula)
+    else:
+        position = 0
+
+        def parse() -> str:
+            nonlocal position
+            tok = formula[position]
+            position += 1
+            if tok == task.NOT:
+                return f"(not {parse()})"
+            if tok in (task.AND, task.OR):
+                left = parse()
+                return f"({left} {words[tok]} {parse()})"
+            return words[tok]
+
+        expression = parse()
+        assert position == len(formula), "tokens left over after the formula"
+    (value,) = _run(f"print({expression})")
+    return {len(tokens) - 1: task.ONE if value else task.ZERO}
+
+
 ORACLES = {
     "state_based_recall": state_based_recall,
     "state_based_recall_text": state_based_recall_text,
+    "variable_tracking": variable_tracking,
+    "straight_line_programs": straight_line_programs,
+    "boolean_formula": boolean_formula,
 }

@@ -1,0 +1,220 @@
+"""Variable tracking with reassignment: straight-line programs whose values the model must follow.
+
+k variables, each initialised to a constant, then a program of statements ``x = 7``, ``x = y``,
+``x = y + 3`` (mod M) and ``x, y = y, x``, with ``print(x)`` reveals interleaved (each statement is
+followed by one with probability ``print_prob``) and a final ``print`` query. Every printed value
+is supervised. Variable names are k distinct letters drawn per example, so that every name's
+token is trained whatever k the training range allows.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from synthetic_tasks._rng import example_state, randint, uniform
+from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+
+__all__ = ["VariableTracking"]
+
+_VAR_NAMES = "abcdefghijklmnopqrstuvwxyz"
+STATEMENTS = ("const", "copy", "add", "swap")
+_CONST, _COPY, _ADD, _SWAP = range(4)
+
+
+@numba.njit(cache=True)
+def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_prob, tok):
+    """tok = (var0, equals, plus, comma, print, newline, pad); values are tokens 0 .. M-1."""
+    var0, equals, plus, comma, print_tok, newline, pad = tok
+    width = 4 * k_hi + 11 * n_hi + 3
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    meta = np.empty((4, batch), dtype=np.int64)
+    names = np.arange(26)
+    values = np.empty(26, dtype=np.int64)
+    written = np.empty(26, dtype=np.int64)  # index of the statement that last wrote each variable
+    for b in range(batch):
+        state = example_state(seed, b)
+        k = randint(state, k_lo, k_hi)
+        n = randint(state, n_lo, n_hi)
+        # Partial Fisher-Yates on a fresh identity: names[:k] are k distinct letters.
+        for v in range(26):
+            names[v] = v
+        for v in range(k):
+            j = randint(state, v, 25)
+            names[v], names[j] = names[j], names[v]
+        row = inputs[b]
+        t = 0
+        for v in range(k):
+            values[v] = randint(state, 0, modulus - 1)
+            written[v] = 0
+            row[t] = var0 + names[v]
+            row[t + 1] = equals
+            row[t + 2] = values[v]
+            row[t + 3] = newline
+            t += 4
+        prints = 0
+        for s in range(1, n + 2):
+            if s <= n:
+                kind = kinds[randint(state, 0, kinds.shape[0] - 1)]
+                x = randint(state, 0, k - 1)
+                y = randint(state, 0, k - 2)
+                if y >= x:
+                    y += 1
+                row[t] = var0 + names[x]
+                if kind == _SWAP:
+                    row[t + 1] = comma
+                    row[t + 2] = var0 + names[y]
+                    row[t + 3] = equals
+                    row[t + 4] = var0 + names[y]
+                    row[t + 5] = comma
+                    row[t + 6] = var0 + names[x]
+                    t += 7
+                    values[x], values[y] = values[y], values[x]
+                    written[y] = s
+                else:
+                    row[t + 1] = equals
+                    t += 2
+                    if kind == _CONST:
+                        values[x] = randint(state, 0, modulus - 1)
+                        row[t] = values[x]
+                        t += 1
+                    elif kind == _COPY:
+                        values[x] = values[y]
+                        row[t] = var0 + names[y]
+                        t += 1
+                    else:
+                        # The source may be x itself (x = x + 3).
+                        if randint(state, 0, k - 1) == 0:
+                            y = x
+                        c = randint(state, 1, modulus - 1)
+                        values[x] = (values[y] + c) % modulus
+                        row[t] = var0 + names[y]
+                        row[t + 1] = plus
+                        row[t + 2] = c
+                        t += 3
+                row[t] = newline
+                t += 1
+                written[x] = s
+            if s == n + 1 or uniform(state) < print_prob:
+                z = randint(state, 0, k - 1)
+                row[t] = print_tok
+                row[t + 1] = var0 + names[z]
+                row[t + 2] = newline
+                targets[b, t + 1] = values[z]
+                mask[b, t + 1] = True
+                t += 3
+                prints += 1
+                if s == n + 1:
+                    meta[3, b] = n - written[z]
+        seq_lens[b] = t
+        meta[0, b] = k
+        meta[1, b] = n
+        meta[2, b] = prints
+    return inputs, targets, mask, seq_lens, meta
+
+
+@register
+class VariableTracking(Task):
+    """Variable tracking with reassignment, token form.
+
+    Tokens: values ``0 .. M-1`` (ids 0 .. M-1, also the answers), variables ``a .. z`` (ids M ..
+    M+25), then ``=``, ``+``, ``,``, ``print``, newline, pad. Lines, each ending in newline::
+
+        x = 7            x = y            x = y + 3        x , y = y , x        print x
+
+    the first k lines initialise the k variables (letters drawn per example) to constants; then
+    ``length`` statements of the kinds in ``statements`` (uniformly), each followed by a ``print``
+    with probability ``print_prob``; then a final ``print``. ``x = y + 3`` means (y + 3) mod M.
+    The value printed is the target at the printed variable's token.
+
+    Meta: ``num_vars``, ``length``, ``num_prints`` (final included) and ``age`` (statements since
+    the finally printed variable was last written; the initialisation counts as statement 0).
+
+    >>> task = VariableTracking()
+    >>> batch = task.sample(seed=0, batch=2, num_vars=3, length=5)
+    >>> bool((batch.meta["num_prints"] == batch.loss_mask.sum(axis=1)).all())
+    True
+    """
+
+    name = "variable_tracking"
+    family = "code"
+    knobs = {
+        "num_vars": Knob(2, 26, "variables k (distinct letters drawn per example)"),
+        "length": Knob(0, 4096, "statements after the initialisation, prints not counted"),
+    }
+    eval_axes = ("length", "num_vars")
+
+    def __init__(self, modulus: int = 10, statements=STATEMENTS, print_prob: float = 0.25):
+        if (
+            isinstance(modulus, bool)
+            or not isinstance(modulus, (int, np.integer))
+            or not 2 <= modulus <= 1000
+        ):
+            raise ValueError(f"parameter 'modulus' must be an int in [2, 1000], got {modulus!r}")
+        if (
+            isinstance(statements, str)
+            or not statements
+            or any(s not in STATEMENTS for s in statements)
+            or len(set(statements)) != len(statements)
+        ):
+            raise ValueError(
+                f"parameter 'statements' must be a non-empty list of distinct kinds from "
+                f"{list(STATEMENTS)}, got {statements!r}"
+            )
+        if (
+            isinstance(print_prob, bool)
+            or not isinstance(print_prob, (int, float))
+            or not 0 <= print_prob <= 1
+        ):
+            raise ValueError(f"parameter 'print_prob' must be a number in [0, 1], got {print_prob!r}")
+        self.modulus = int(modulus)
+        self.statements = tuple(s for s in STATEMENTS if s in statements)
+        self.print_prob = float(print_prob)
+        self.VAR0 = self.modulus
+        self.EQUALS, self.PLUS, self.COMMA, self.PRINT, self.NEWLINE = range(self.VAR0 + 26, self.VAR0 + 31)
+        self.pad_id = self.VAR0 + 31
+        self.vocab_size = self.pad_id + 1
+        self.chance_accuracy = 1.0 / self.modulus
+        self.train_range = {"num_vars": (2, 5), "length": (4, 32)}
+        self.eval_range = {"num_vars": (2, 8), "length": (4, 128)}
+
+    def params(self) -> dict:
+        return {"modulus": self.modulus, "statements": list(self.statements), "print_prob": self.print_prob}
+
+    def _sample(self, seed, batch, ranges):
+        kinds = np.array([STATEMENTS.index(s) for s in self.statements], dtype=np.int64)
+        tok = (self.VAR0, self.EQUALS, self.PLUS, self.COMMA, self.PRINT, self.NEWLINE, self.pad_id)
+        inputs, targets, mask, seq_lens, meta = _tracking_batch(
+            seed, batch, *ranges["num_vars"], *ranges["length"], self.modulus, kinds, self.print_prob, tok
+        )
+        names = ("num_vars", "length", "num_prints", "age")
+        return pack_batch(
+            inputs, targets, mask, seq_lens, {key: meta[i].copy() for i, key in enumerate(names)}
+        )
+
+    def decode(self, batch: Batch, index: int) -> str:
+        """The program as Python (``x = (y + 3) % M`` for additions), each print with its answer."""
+        symbols = {self.EQUALS: "=", self.PLUS: "+", self.COMMA: ",", self.PRINT: "print"}
+        row = batch.inputs[index]
+        lines, words = [f"# M={self.modulus}, answers after '# ->'"], []
+        for t, tok in enumerate(int(x) for x in row):
+            if tok == self.pad_id:
+                break
+            if tok == self.NEWLINE:
+                if words[0] == "print":
+                    lines.append(f"print({words[1]})  # -> {int(batch.targets[index, t - 1])}")
+                elif "+" in words:
+                    lines.append(f"{words[0]} = ({words[2]} + {words[4]}) % {self.modulus}")
+                else:
+                    lines.append(" ".join(words).replace(" ,", ","))
+                words = []
+            elif tok < self.VAR0:
+                words.append(str(tok))
+            elif tok < self.VAR0 + 26:
+                words.append(_VAR_NAMES[tok - self.VAR0])
+            else:
+                words.append(symbols[tok])
+        return "\n".join(lines)
