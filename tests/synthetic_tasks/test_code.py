@@ -148,3 +148,143 @@ def test_recall_rejects_bad_structure():
         make_task("state_based_recall", supervision="sparse")
     with pytest.raises(ValueError, match="num_addresses"):
         make_task("state_based_recall", num_addresses=8)
+
+
+@given(seed=seeds, supervision=supervisions)
+def test_state_based_recall_decode_is_a_passing_program(seed, supervision):
+    task = make_task("state_based_recall", supervision=supervision)
+    batch = task.sample(seed, 2, m=(5, 20), num_swaps=(0, 6))
+    for i in range(2):
+        program = task.decode(batch, i)
+        assert program.count("assert") == batch.loss_mask[i].sum()
+        exec(program, {"__builtins__": {}})
+
+
+def _run_printing(program: str, names: dict | None = None) -> list:
+    printed: list = []
+    exec(program, {"__builtins__": {}, "print": printed.append, **(names or {})})
+    return printed
+
+
+@given(
+    seed=seeds,
+    modulus=st.sampled_from([2, 10, 97]),
+    statements=st.sets(st.sampled_from(["const", "copy", "add", "swap"]), min_size=1),
+    print_prob=st.sampled_from([0.0, 0.25, 1.0]),
+)
+def test_variable_tracking_decode_runs_to_the_answers_and_meta_is_true(seed, modulus, statements, print_prob):
+    task = make_task(
+        "variable_tracking", modulus=modulus, statements=sorted(statements), print_prob=print_prob
+    )
+    batch = task.sample(seed, 4, num_vars=(2, 8), length=(0, 30))
+    for i in range(4):
+        program = task.decode(batch, i)
+        lines = [line for line in program.splitlines() if not line.startswith("#")]
+        k, n = int(batch.meta["num_vars"][i]), int(batch.meta["length"][i])
+        assignments = [line for line in lines if not line.startswith("print(")]
+        prints = [line for line in lines if line.startswith("print(")]
+        assert len({line.split(" = ")[0] for line in assignments[:k]}) == k
+        assert len(assignments) == k + n and len(prints) == batch.meta["num_prints"][i]
+        assert lines[-1].startswith("print(")
+        kinds = {
+            "const": r"[a-z] = \d+",
+            "copy": r"[a-z] = [a-z]",
+            "add": rf"[a-z] = \([a-z] \+ \d+\) % {modulus}",
+            "swap": r"([a-z]), ([a-z]) = \2, \1",
+        }
+        for line in assignments[k:]:
+            assert any(re.fullmatch(kinds[kind], line) for kind in statements), line
+        answers = [int(line.rsplit("# -> ", 1)[1]) for line in prints]
+        assert _run_printing(program) == answers == [int(a) for a in batch.targets[i][batch.loss_mask[i]]]
+        # age: statements since the finally printed variable was last written.
+        final = prints[-1][len("print(") : prints[-1].index(")")]
+        statements_only = assignments[k:]
+        writes = [s for s, line in enumerate(statements_only, 1) if final in line.split(" = ")[0].split(", ")]
+        assert batch.meta["age"][i] == n - (writes[-1] if writes else 0)
+
+
+@given(seed=seeds, digits=st.integers(1, 5), nesting=st.integers(0, 3), n=st.integers(1, 10))
+def test_straight_line_programs_structure_and_output(seed, digits, nesting, n):
+    task = make_task("straight_line_programs")
+    batch = task.sample(seed, 3, digits=digits, nesting=nesting, num_statements=n)
+    for i in range(3):
+        text = "".join(task.CHARS[t] for t in _tokens(task, batch, i))
+        program, _, printed = text.partition("print(")
+        call, _, output = printed.partition("\n")
+        lines = program.splitlines()
+        top_level = [line for line in lines if not line.startswith(" ")]
+        assert len(top_level) == n == batch.meta["num_statements"][i]
+        assert max((len(line) - len(line.lstrip(" "))) // 4 for line in lines) <= nesting
+        constants = re.findall(r"(?:= |[+-] |< )(\d+)", program)
+        assert all(len(c) == digits for c in constants), constants
+        value = _run_printing(f"{program}print({call}\n", {"range": range})
+        assert [f"{value[0]}\n"] == [output]
+        assert abs(value[0]) < 10 ** (digits + 2)
+        assert batch.meta["output_length"][i] == len(output) - 1
+        supervised = np.flatnonzero(batch.loss_mask[i])
+        assert "".join(task.CHARS[batch.targets[i, t]] for t in supervised) == output
+
+
+def _prefix_value_and_depth(task, formula):
+    """Evaluate prefix tokens right to left with a stack of (value, depth)."""
+    stack = []
+    for tok in reversed(formula):
+        if tok in (task.ZERO, task.ONE):
+            stack.append((tok - task.ZERO, 0))
+        elif tok == task.NOT:
+            value, depth = stack.pop()
+            stack.append((1 - value, depth))
+        else:
+            (a, da), (b, db) = stack.pop(), stack.pop()
+            stack.append(((a & b) if tok == task.AND else (a | b), 1 + max(da, db)))
+    assert len(stack) == 1
+    return stack[0]
+
+
+@given(seed=seeds, size=st.integers(1, 60), padding=st.integers(0, 10))
+def test_boolean_formula_prefix_and_infix_meta_and_value(seed, size, padding):
+    prefix = make_task("boolean_formula")
+    infix = make_task("boolean_formula", notation="infix")
+    for task in (prefix, infix):
+        batch = task.sample(seed, 3, size=size, padding=padding)
+        for i in range(3):
+            tokens = _tokens(task, batch, i)
+            assert tokens[-1] == task.EQUALS and tokens.count(task.DOT) == padding
+            assert tokens[-1 - padding : -1] == [task.DOT] * padding
+            formula = tokens[: -1 - padding]
+            assert sum(tok in (task.ZERO, task.ONE) for tok in formula) == size
+            assert sum(tok in (task.AND, task.OR) for tok in formula) == size - 1
+            if task is prefix:
+                value, depth = _prefix_value_and_depth(task, formula)
+                assert depth == batch.meta["depth"][i]
+                assert batch.targets[i, len(tokens) - 1] == task.ZERO + value
+            else:
+                nest, deepest = 0, 0
+                for tok in formula:
+                    nest += (tok == task.LPAREN) - (tok == task.RPAREN)
+                    deepest = max(deepest, nest)
+                assert nest == 0 and deepest == batch.meta["depth"][i]
+    # The two notations of the same seed are the same formula.
+    a, b = prefix.sample(seed, 2, size=size), infix.sample(seed, 2, size=size)
+    assert np.array_equal(a.targets[a.loss_mask], b.targets[b.loss_mask])
+
+
+def test_boolean_formula_value_is_balanced():
+    batch = make_task("boolean_formula").sample(0, 4000, size=(1, 32))
+    assert 0.45 < batch.targets[batch.loss_mask].mean() < 0.55
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "named"),
+    [
+        ("variable_tracking", {"modulus": 1}, "modulus"),
+        ("variable_tracking", {"statements": ["mul"]}, "statements"),
+        ("variable_tracking", {"statements": []}, "statements"),
+        ("variable_tracking", {"print_prob": 1.5}, "print_prob"),
+        ("boolean_formula", {"notation": "postfix"}, "notation"),
+        ("state_based_recall_text", {"supervision": "every"}, "supervision"),
+    ],
+)
+def test_bad_structural_parameters_raise(name, params, named):
+    with pytest.raises(ValueError, match=named):
+        make_task(name, **params)
