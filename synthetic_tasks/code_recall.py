@@ -267,11 +267,7 @@ class StateBasedRecall(Task):
         end = tokens.index(self.SEP)
         pairs = tokens[1:end]
         entries = ", ".join(f"{a - self.ADDR0}: {bit - self.BIT0}" for a, bit in zip(pairs[::2], pairs[1::2]))
-        lines = [
-            f"# m={len(pairs) // 2}  num_swaps={int(batch.meta['num_swaps'][index])}  "
-            f"moved={bool(batch.meta['moved'][index])}",
-            f"bits = {{{entries}}}",
-        ]
+        lines = [f"bits = {{{entries}}}"]
         start = end + 1
         end = tokens.index(self.SEP, start)
         init = tokens[start:end]
@@ -462,8 +458,4 @@ class StateBasedRecallText(Task):
         chars = [_CHARS[int(c)] for c in row if c != self.pad_id]
         for t in np.flatnonzero(batch.loss_mask[index]):
             chars[t + 1] = _CHARS[int(batch.targets[index, t])]
-        header = (
-            f"# m={int(batch.meta['m'][index])}  num_swaps={int(batch.meta['num_swaps'][index])}  "
-            f"moved={bool(batch.meta['moved'][index])}\n"
-        )
-        return header + "".join(chars).rstrip("\n")
+        return "".join(chars).rstrip("\n")
