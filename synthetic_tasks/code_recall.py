@@ -21,7 +21,9 @@ being the final query). It learns in far fewer steps.
 
 Meta per example: ``m``, ``num_swaps``, ``num_vars``, ``query`` (index of the queried variable,
 ``a`` = 0) and ``moved`` (whether the queried variable's final address differs from its initial
-one; on unmoved examples reading the initial address is a shortcut, so report them apart).
+one; on unmoved examples reading the initial address is a shortcut, so report them apart). In
+dense mode every query asks the same variable and ``moved`` describes the last one, after all
+swaps; the earlier answers of a moved example may still be shortcut-readable.
 """
 
 from __future__ import annotations
