@@ -30,6 +30,12 @@ def example_state(seed, index):
 
 
 @numba.njit(cache=True, inline="always")
+def seed_state(state, seed, index):
+    """Reset an existing state array to the start of example `index`'s stream (no allocation)."""
+    state[0] = _mix(np.uint64(seed) * _GOLDEN + _mix(np.uint64(index) + _GOLDEN))
+
+
+@numba.njit(cache=True, inline="always")
 def next_u64(state):
     state[0] += _GOLDEN
     return _mix(state[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, randint
+from synthetic_tasks._rng import randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
 
 __all__ = ["ModularArithmeticBrackets", "Dyck"]
@@ -39,8 +39,9 @@ def _brackets_batch(seed, batch, lo, hi, modulus, plus, open_, close, equals, pa
     work = np.empty(3 * hi + 4, dtype=np.int64)
     values = np.empty(hi + 1, dtype=np.int64)
     ops = np.empty(hi + 1, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         n = randint(state, lo, hi)
         lengths[b] = n
         n_work, n_values, n_ops, pos, depth, peak = 1, 0, 0, 0, 0, 0
@@ -164,18 +165,22 @@ class ModularArithmeticBrackets(Task):
 def _dyck_batch(seed, batch, lo, hi, lo_depth, hi_depth, kinds, end, pad):
     """Prefixes of random Dyck-k words: a walk that opens or closes with equal odds, bounded by
     the drawn maximum depth; the target is the one legal closer (or `end` at depth 0)."""
-    inputs = np.full((batch, hi), pad, dtype=np.int64)
-    targets = np.zeros((batch, hi), dtype=np.int64)
-    mask = np.zeros((batch, hi), dtype=np.bool_)
+    state = np.empty(1, dtype=np.uint64)
     lengths = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        seed_state(state, seed, b)
+        lengths[b] = randint(state, lo, hi)
+    width = lengths.max()
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
     bounds = np.empty(batch, dtype=np.int64)
     peaks = np.empty(batch, dtype=np.int64)
     stack = np.empty(hi_depth + 1, dtype=np.int64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         n = randint(state, lo, hi)
         bound = randint(state, lo_depth, hi_depth)
-        lengths[b] = n
         bounds[b] = bound
         depth = 0
         peak = 0

@@ -19,7 +19,7 @@ import itertools
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, randint
+from synthetic_tasks._rng import randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
 
 __all__ = [
@@ -97,15 +97,19 @@ def _group(kind: str, n: int) -> tuple[tuple[Perm, ...], np.ndarray]:
 @numba.njit(cache=True)
 def _word_batch(seed, batch, lo, hi, table, generators, pad):
     """Uniform words over `generators`; targets are the prefix products via `table`."""
-    inputs = np.full((batch, hi), pad, dtype=np.int64)
-    targets = np.zeros((batch, hi), dtype=np.int64)
-    mask = np.zeros((batch, hi), dtype=np.bool_)
+    state = np.empty(1, dtype=np.uint64)
     lengths = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        seed_state(state, seed, b)
+        lengths[b] = randint(state, lo, hi)
+    width = lengths.max()
+    inputs = np.full((batch, width), pad, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
     last = generators.shape[0] - 1
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         n = randint(state, lo, hi)
-        lengths[b] = n
         product = 0
         for t in range(n):
             g = generators[randint(state, 0, last)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, randint, uniform
+from synthetic_tasks._rng import randint, seed_state, uniform
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
 
 __all__ = ["MQAR"]
@@ -18,24 +18,32 @@ __all__ = ["MQAR"]
 @numba.njit(cache=True)
 def _mqar_batch(seed, batch, lo_t, hi_t, lo_n, hi_n, half, power):
     """N key-value pairs, then each key queried once at a power-law-distributed slot."""
-    inputs = np.zeros((batch, hi_t), dtype=np.int64)
-    targets = np.zeros((batch, hi_t), dtype=np.int64)
-    mask = np.zeros((batch, hi_t), dtype=np.bool_)
+    state = np.empty(1, dtype=np.uint64)
+    top_n = min(hi_n, hi_t // 4)
     lengths = np.empty(batch, dtype=np.int64)
     pairs = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        seed_state(state, seed, b)
+        pairs[b] = randint(state, lo_n, top_n)
+        lengths[b] = randint(state, max(lo_t, 4 * pairs[b]), hi_t)
+    width = lengths.max()
+    inputs = np.zeros((batch, width), dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, width), dtype=np.bool_)
     keys = np.arange(1, half)
     values = np.arange(half, 2 * half)
-    # Slot weights (s + 1)^(power - 1), as Zoology's power law over query gaps.
-    log_weights = (power - 1.0) * np.log(np.arange(1, hi_t // 2 + 1).astype(np.float64))
-    priority = np.empty(hi_t // 2, dtype=np.float64)
-    key_swaps = np.empty(hi_n, dtype=np.int64)
-    value_swaps = np.empty(hi_n, dtype=np.int64)
+    key_swaps = np.empty(top_n, dtype=np.int64)
+    value_swaps = np.empty(top_n, dtype=np.int64)
+    # Slot s has weight (s + 1)^(power - 1), Zoology's power law over query gaps.
+    weights = np.arange(1, width // 2 + 1).astype(np.float64) ** (power - 1.0)
+    cumulative = np.cumsum(weights)
+    priority = np.empty(width // 2, dtype=np.float64)
+    taken = np.zeros(width // 2, dtype=np.bool_)
+    chosen = np.empty(top_n, dtype=np.int64)
     for b in range(batch):
-        state = example_state(seed, b)
-        n = randint(state, lo_n, min(hi_n, hi_t // 4))
+        seed_state(state, seed, b)
+        n = randint(state, lo_n, top_n)
         t_len = randint(state, max(lo_t, 4 * n), hi_t)
-        lengths[b] = t_len
-        pairs[b] = n
         # Partial Fisher-Yates: the first n entries become a uniform sample without replacement.
         for i in range(n):
             key_swaps[i] = randint(state, i, keys.shape[0] - 1)
@@ -44,14 +52,28 @@ def _mqar_batch(seed, batch, lo_t, hi_t, lo_n, hi_n, half, power):
             values[i], values[value_swaps[i]] = values[value_swaps[i]], values[i]
             inputs[b, 2 * i] = keys[i]
             inputs[b, 2 * i + 1] = values[i]
-        # Weighted sampling without replacement (Efraimidis-Spirakis): the n slots with the
-        # largest log(u) / w, in decreasing order, are a sequential weighted draw.
+        # A sequential weighted draw of n slots without replacement. While at most half the
+        # slots are wanted, redrawing taken slots is cheap; otherwise Efraimidis-Spirakis (the
+        # n largest log(u) / w, in decreasing order) gives the same distribution.
         space = (t_len - 2 * n) // 2
-        for s in range(space):
-            priority[s] = np.log(1.0 - uniform(state)) * np.exp(-log_weights[s])
-        order = np.argsort(-priority[:space])
+        if 2 * n <= space:
+            total = cumulative[space - 1]
+            i = 0
+            while i < n:
+                slot = np.searchsorted(cumulative[:space], uniform(state) * total, side="right")
+                slot = min(slot, space - 1)  # float rounding at the top end
+                if not taken[slot]:
+                    taken[slot] = True
+                    chosen[i] = slot
+                    i += 1
+            for i in range(n):
+                taken[chosen[i]] = False
+        else:
+            for slot in range(space):
+                priority[slot] = np.log(1.0 - uniform(state)) / weights[slot]
+            chosen[:n] = np.argsort(-priority[:space], kind="mergesort")[:n]
         for i in range(n):
-            position = 2 * n + 2 * order[i]
+            position = 2 * n + 2 * chosen[i]
             inputs[b, position] = keys[i]
             targets[b, position] = values[i]
             mask[b, position] = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, next_u64, randint
+from synthetic_tasks._rng import next_u64, randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
 
 __all__ = ["Parity", "ModularArithmetic", "CycleNavigation", "EvenPairs"]
@@ -34,6 +34,17 @@ def _check_bool(name: str, value) -> bool:
     return bool(value)
 
 
+@numba.njit(cache=True)
+def _draw_lengths(seed, batch, lo, hi):
+    """Each example's first draw is its length, so a batch is sized exactly before it is filled."""
+    state = np.empty(1, dtype=np.uint64)
+    lengths = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        seed_state(state, seed, b)
+        lengths[b] = randint(state, lo, hi)
+    return lengths
+
+
 def _render(tokens, names) -> str:
     return " ".join(names[int(t)] for t in tokens)
 
@@ -41,16 +52,16 @@ def _render(tokens, names) -> str:
 @numba.njit(cache=True)
 def _bits_batch(seed, batch, lo, hi, tagging, even_pairs, equals, pad):
     """Random bit strings; answers are prefix parity (tagging) or parity / b1 != bL (final)."""
-    width = hi + (0 if tagging else 1)
+    lengths = _draw_lengths(seed, batch, lo, hi)
+    width = lengths.max() + (0 if tagging else 1)
     inputs = np.full((batch, width), pad, dtype=np.int64)
     targets = np.zeros((batch, width), dtype=np.int64)
     mask = np.zeros((batch, width), dtype=np.bool_)
-    lengths = np.empty(batch, dtype=np.int64)
     seq_lens = np.empty(batch, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         n = randint(state, lo, hi)
-        lengths[b] = n
         word = np.uint64(0)
         parity = 0
         first = 0
@@ -147,16 +158,16 @@ class EvenPairs(_BitTask):
 @numba.njit(cache=True)
 def _modular_arithmetic_batch(seed, batch, lo, hi, modulus, plus, equals, pad):
     """``n op n .. op n =`` with ops + − × (× binds tighter); the answer is the value mod M."""
-    width = 2 * hi
+    lengths = _draw_lengths(seed, batch, lo, hi)
+    width = 2 * lengths.max()
     inputs = np.full((batch, width), pad, dtype=np.int64)
     targets = np.zeros((batch, width), dtype=np.int64)
     mask = np.zeros((batch, width), dtype=np.bool_)
-    lengths = np.empty(batch, dtype=np.int64)
     seq_lens = np.empty(batch, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         n = randint(state, lo, hi)
-        lengths[b] = n
         # The value is total + sign * term, where term is the product still being built.
         term = randint(state, 0, modulus - 1)
         inputs[b, 0] = term
@@ -229,16 +240,16 @@ class ModularArithmetic(Task):
 @numba.njit(cache=True)
 def _cycle_batch(seed, batch, lo, hi, cycle, left, equals, pad):
     """Moves −1/0/+1 on a cycle of C positions from 0; the answer is the final position."""
-    width = hi + 1
+    lengths = _draw_lengths(seed, batch, lo, hi)
+    width = lengths.max() + 1
     inputs = np.full((batch, width), pad, dtype=np.int64)
     targets = np.zeros((batch, width), dtype=np.int64)
     mask = np.zeros((batch, width), dtype=np.bool_)
-    lengths = np.empty(batch, dtype=np.int64)
     seq_lens = np.empty(batch, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         n = randint(state, lo, hi)
-        lengths[b] = n
         position = 0
         for t in range(n):
             move = randint(state, 0, 2)
