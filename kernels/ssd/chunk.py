@@ -15,9 +15,23 @@ from kernels.ssd.naive import chunk_ssd_torch
 BACKENDS = ("triton", "torch")
 
 
+# Launch knobs (module constants so that benchmarks/bench_ssd.py can compare alternatives).
+NUM_STAGES = 2
+MIN_PROGRAMS = 128  # split V into blocks until (V-blocks × B × H) reaches this, BV ≥ 16
+BF16_DOTS = "tf32"  # dot precision for bf16 inputs: "tf32" (fp32 operands) or "bf16" (bf16 operands)
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    if PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
 @triton.jit
 def _chunk_decay(b_dt, b_A, NEG: tl.constexpr):
-    """Per step of a chunk: log|a| (cumulated), sign products, and d log|a| / d(dt·A)."""
+    """Per step of a chunk: cumulated log|a|, cumulated sign product, and d log|a| / d(dt·A)."""
     b_xa = b_dt * b_A
     if NEG:
         # a = 2 e^x − 1 loses its relative accuracy in fp32 as a → 0 (x → −ln 2), and log|a| needs
@@ -26,20 +40,15 @@ def _chunk_decay(b_dt, b_A, NEG: tl.constexpr):
         b_em1 = b_y * (1.0 + b_y * (0.5 + b_y * (1.0 / 6.0 + b_y * (1.0 / 24.0 + b_y * (1.0 / 120.0)))))
         b_a = tl.where(tl.abs(b_y) < 0.1, -2.0 * tl.exp(b_xa) * b_em1, 2.0 * tl.exp(b_xa) - 1.0)
         b_l = tl.log(tl.maximum(tl.abs(b_a), 1e-30))
-        b_neg = (b_a < 0).to(tl.int32)
-        b_sig = 1.0 - 2.0 * (tl.cumsum(b_neg, 0) % 2).to(tl.float32)
-        b_sig_end = 1.0 - 2.0 * (tl.sum(b_neg, 0) % 2).to(tl.float32)
+        b_sig = 1.0 - 2.0 * (tl.cumsum((b_a < 0).to(tl.int32), 0) % 2).to(tl.float32)
         # d log|a| / dx = 2 e^x / a, with a floored like |a| above so that the ratio to d log|a|
         # (which carries the same floored factor) is dL/da · 2 e^x, finite at a = 0.
         b_dldx = 2.0 * tl.exp(b_xa) / tl.where(b_a < 0, -1.0, 1.0) / tl.maximum(tl.abs(b_a), 1e-30)
     else:
         b_l = b_xa
         b_sig = tl.full(b_xa.shape, 1.0, tl.float32)
-        b_sig_end = 1.0
         b_dldx = tl.full(b_xa.shape, 1.0, tl.float32)
-    b_g = tl.cumsum(b_l, 0)
-    b_g_end = tl.sum(b_l, 0)
-    return b_g, b_sig, b_g_end, b_sig_end, b_dldx
+    return tl.cumsum(b_l, 0), b_sig, b_dldx
 
 
 @triton.jit
@@ -87,19 +96,22 @@ def chunk_ssd_fwd_kernel(
         b_q = tl.load(C + p_bc, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
         b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
 
-        b_g, b_sig, b_g_end, b_sig_end, b_dldx = _chunk_decay(b_dt, b_A, NEG)
+        b_g, b_sig, b_dldx = _chunk_decay(b_dt, b_A, NEG)
+        # padded steps have dt = 0 (a = 1), so the last row holds the chunk-end values
+        b_g_end = tl.sum(tl.where(o_t == BT - 1, b_g, 0.0), 0)
+        b_sig_end = tl.sum(tl.where(o_t == BT - 1, b_sig, 0.0), 0)
         b_lam = b_sig * tl.exp(b_g)  # decay from the chunk start, [BT]
         b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g)  # decay to the chunk end, [BT]
         b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * (b_sig[:, None] * b_sig[None, :])
         b_k = b_b * b_dt[:, None]
-        b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PREC) * b_M  # [BT, BT]
-        b_y = b_lam[:, None] * tl.dot(b_q, b_S, input_precision=PREC)
-        b_y += tl.dot(b_s, b_x, input_precision=PREC)
+        b_s = _dot(b_q, tl.trans(b_k), PREC) * b_M  # [BT, BT]
+        b_y = b_lam[:, None] * _dot(b_q, b_S, PREC)
+        b_y += _dot(b_s, b_x, PREC)
         if HAS_D:
             b_y += b_D * b_x
         tl.store(y + (o_row * H + i_h)[:, None] * V + o_v[None, :], b_y.to(y.dtype.element_ty), mask=m_tv)
         b_S = b_sig_end * tl.exp(b_g_end) * b_S
-        b_S += tl.dot(tl.trans(b_k * b_w[:, None]), b_x, input_precision=PREC)
+        b_S += _dot(tl.trans(b_k * b_w[:, None]), b_x, PREC)
 
     if STORE_FINAL:
         tl.store(ht + i_bh.to(tl.int64) * K * V + o_kv, b_S, mask=m_kv)
@@ -156,22 +168,25 @@ def chunk_ssd_bwd_kernel(
         b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
         b_h = tl.load(h + (i_bh.to(tl.int64) * NT + i_t) * K * V + o_kv, mask=m_kv, other=0.0)  # [BK, BV]
 
-        b_g, b_sig, b_g_end, b_sig_end, b_dldx = _chunk_decay(b_dt, b_A, NEG)
+        b_g, b_sig, b_dldx = _chunk_decay(b_dt, b_A, NEG)
+        # padded steps have dt = 0 (a = 1), so the last row holds the chunk-end values
+        b_g_end = tl.sum(tl.where(o_t == BT - 1, b_g, 0.0), 0)
+        b_sig_end = tl.sum(tl.where(o_t == BT - 1, b_sig, 0.0), 0)
         b_lam = b_sig * tl.exp(b_g)
         b_lam_end = b_sig_end * tl.exp(b_g_end)
         b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g)
         b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * (b_sig[:, None] * b_sig[None, :])
         b_k = b_b * b_dt[:, None]
 
-        b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PREC) * b_M  # [BT, BT] (i, j)
-        b_dp = tl.dot(b_do, tl.trans(b_x), input_precision=PREC)  # [BT, BT] (i, j)
+        b_s = _dot(b_q, tl.trans(b_k), PREC) * b_M  # [BT, BT] (i, j)
+        b_dp = _dot(b_do, tl.trans(b_x), PREC)  # [BT, BT] (i, j)
         b_ds = b_dp * b_M
-        b_dq_state = b_lam[:, None] * tl.dot(b_do, tl.trans(b_h), input_precision=PREC)  # [BT, BK]
-        b_dq = b_dq_state + tl.dot(b_ds, b_k, input_precision=PREC)
-        b_dk_state = b_w[:, None] * tl.dot(b_x, tl.trans(b_dS), input_precision=PREC)  # [BT, BK]
-        b_dk = tl.dot(tl.trans(b_ds), b_q, input_precision=PREC) + b_dk_state
-        b_dx = tl.dot(tl.trans(b_s), b_do, input_precision=PREC)
-        b_dx += b_w[:, None] * tl.dot(b_k, b_dS, input_precision=PREC)
+        b_dq_state = b_lam[:, None] * _dot(b_do, tl.trans(b_h), PREC)  # [BT, BK]
+        b_dq = b_dq_state + _dot(b_ds, b_k, PREC)
+        b_dk_state = b_w[:, None] * _dot(b_x, tl.trans(b_dS), PREC)  # [BT, BK]
+        b_dk = _dot(tl.trans(b_ds), b_q, PREC) + b_dk_state
+        b_dx = _dot(tl.trans(b_s), b_do, PREC)
+        b_dx += b_w[:, None] * _dot(b_k, b_dS, PREC)
         if HAS_D:
             b_dx += b_D * b_do
             b_dD += tl.sum(b_do * b_x, 1)
@@ -195,7 +210,7 @@ def chunk_ssd_bwd_kernel(
         tl.store(dq_part + o_p[:, None] * K + o_k[None, :], b_dq, mask=m_tk)
         tl.store(dk_part + o_p[:, None] * K + o_k[None, :], b_dk * b_dt[:, None], mask=m_tk)
 
-        b_dS = b_lam_end * b_dS + tl.dot(tl.trans(b_q * b_lam[:, None]), b_do, input_precision=PREC)
+        b_dS = b_lam_end * b_dS + _dot(tl.trans(b_q * b_lam[:, None]), b_do, PREC)
 
     o_s = i_v.to(tl.int64) * NB * H + i_bh
     tl.store(dA_part + o_s, tl.sum(b_dA, 0))
@@ -210,7 +225,7 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int) -> tuple[int, int, int, in
     BK = max(16, triton.next_power_of_2(dim_k))
     BT = 64 if BK <= 128 else 32
     BV = min(64, max(16, triton.next_power_of_2(dim_v)))
-    while BV > 16 and n_bh * triton.cdiv(dim_v, BV) < 128:
+    while BV > 16 and n_bh * triton.cdiv(dim_v, BV) < MIN_PROGRAMS:
         BV //= 2
     num_warps = 4 if BK * BV <= 64 * 64 else 8
     return BT, BK, BV, num_warps
@@ -219,7 +234,7 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int) -> tuple[int, int, int, in
 def _precision(*tensors: torch.Tensor) -> str:
     # bf16 inputs: tf32 products (~5e-4) sit well under bf16's own rounding; fp32 inputs keep
     # fp32 accuracy through 3xTF32. The interpreter computes exact fp32 products either way.
-    return "tf32x3" if any(t.dtype == torch.float32 for t in tensors) else "tf32"
+    return "tf32x3" if any(t.dtype == torch.float32 for t in tensors) else BF16_DOTS
 
 
 def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval, store_h):
@@ -238,7 +253,7 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
         H=num_heads, G=n_groups, K=dim_k, V=dim_v, BT=BT, BK=BK, BV=BV,
         NEG=allow_neg_eigval, HAS_D=D is not None, USE_H0=initial_state is not None,
         STORE_FINAL=output_final_state, STORE_H=store_h, PREC=_precision(x, B, C),
-        num_warps=num_warps, num_stages=2,
+        num_warps=num_warps, num_stages=NUM_STAGES,
     )
     return y, ht, h
 
@@ -263,7 +278,7 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, dy, dht, allow_neg_eigval
         NB=n_batch, H=num_heads, G=n_groups, K=dim_k, V=dim_v, BT=BT, BK=BK, BV=BV,
         NEG=allow_neg_eigval, HAS_D=D is not None, USE_H0=initial_state is not None,
         USE_DHT=dht is not None, PREC=_precision(x, B, C),
-        num_warps=num_warps, num_stages=2,
+        num_warps=num_warps, num_stages=NUM_STAGES,
     )
 
     def group_sum(part):  # [NV, B, T, H, K] -> [B, T, G, K]
