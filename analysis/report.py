@@ -1,0 +1,345 @@
+"""`hxt report`: report.md, a self-contained report.html and the PNG figures, from the store alone.
+
+The report is a list of blocks (headings, prose, tables, figures) rendered twice: as Markdown that
+links the PNGs in `figures/`, and as HTML with the same PNGs embedded as base64 data URIs, so the
+HTML file needs nothing beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.fits import N_BOOT
+from analysis.load import load_store
+from analysis.metrics import HORIZON_THRESHOLD
+from analysis.tables import (
+    Analysis,
+    analyse,
+    header_table,
+    heatmap_table,
+    problems_table,
+    scaling_table,
+    solve_table,
+    summary_table,
+    verdict_table,
+)
+from analysis.verdict import MIN_SEEDS, TIE_BAND
+
+FIGURES = "figures"
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int
+
+
+@dataclass(frozen=True)
+class Prose:
+    text: str  # Markdown subset: paragraphs, `code`, **bold**, "- " bullet lines
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path
+    caption: str
+
+
+Block = Heading | Prose | Table | Figure
+
+
+def write_report(sweep_dir: Path | str, out: Path | str | None = None, n_boot: int = N_BOOT) -> list[Path]:
+    """Write report.md, report.html and figures/*.png; return the written paths (report files first)."""
+    store = load_store(sweep_dir)
+    out = Path(out) if out is not None else store.path.parent / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = analyse(store, n_boot=n_boot)
+    blocks = build_blocks(analysis, out / FIGURES)
+    markdown_path, html_path = out / "report.md", out / "report.html"
+    markdown_path.write_text(render_markdown(blocks, out), encoding="utf-8")
+    title = f"hxt report: {store.sweep.get('name', store.path.parent.name)}"
+    html_path.write_text(render_html(blocks, title), encoding="utf-8")
+    figures = [block.path for block in blocks if isinstance(block, Figure)]
+    return [markdown_path, html_path, *figures]
+
+
+def build_blocks(analysis: Analysis, figure_dir: Path) -> list[Block]:
+    store = analysis.store
+    colours = plots.arch_colours(store.runs["arch"])
+    name = store.sweep.get("name", store.path.parent.name)
+    blocks: list[Block] = [
+        Heading(f"hxt report: {name}", 1),
+        Table(header_table(analysis)),
+        Prose(
+            "**How to read this report.** Each (task, architecture, size, seed) is represented by the "
+            "learning rate that did best *in range* (scaled accuracy on evaluation bins inside the "
+            "training range); out-of-range results never choose the learning rate. **Scaled accuracy** "
+            "is `(acc - chance) / (1 - chance)`: 0 is chance, 1 is perfect. **Out of range** means "
+            "evaluation bins beyond the training difficulty (longer inputs, more swaps): the "
+            "generalisation test and the headline. Numbers are means over seeds unless stated."
+        ),
+        Heading("Overview: scaled accuracy, task × architecture", 2),
+        Prose(
+            "Each cell is the seed-mean scaled accuracy at the task's largest size; left in range, "
+            "right out of range. White is chance, blue is above chance (dark blue solved), red is "
+            "below chance, grey is missing. A model that is blue on the left but white on the right "
+            "has learned the training range without the underlying algorithm."
+        ),
+        Figure(
+            plots.heatmap(analysis.summary, figure_dir / "heatmap.png"),
+            "Scaled accuracy, task × architecture",
+        ),
+        Prose("Out-of-range scaled accuracy behind the right panel:"),
+        Table(heatmap_table(analysis)),
+        Heading("Hybrid verdict", 2),
+    ]
+    if analysis.verdicts.empty:
+        blocks.append(
+            Prose("No hybrid architecture (a pattern with two or more mixer letters) ran in this sweep.")
+        )
+    else:
+        blocks += [
+            Prose(
+                "Does each hybrid beat the best of its parts at the same target size? Its parts are "
+                "the single-mixer patterns of its letters (same negative-eigenvalue setting) and the "
+                "transformer `A`. The **gap** is the hybrid's seed-mean scaled accuracy minus the best "
+                "part's, with a 95 % bootstrap CI over seeds (each arm resampled; the best part "
+                "re-chosen in each replicate). The headline verdict is out of range:\n"
+                f"- `hybrid exceeds parts`: the CI lies above 0 (and not wholly inside ±{TIE_BAND});\n"
+                f"- `ties`: the whole CI lies within ±{TIE_BAND} scaled accuracy;\n"
+                "- `a part wins`: the CI lies below 0;\n"
+                f"- `inconclusive`: the CI spans 0 with a possibly larger effect, an arm has fewer than "
+                f"{MIN_SEEDS} seeds, or a part did not run.\n"
+                "**Smaller size to solve** compares the size at which out-of-range token accuracy "
+                f"reaches {HORIZON_THRESHOLD} (logistic fits over sizes): `yes` when the hybrid's CI lies "
+                "wholly below the best part's, `no` when wholly above, `unclear` when they overlap, "
+                "`n/a` without fits (one size)."
+            ),
+            Table(verdict_table(analysis)),
+        ]
+    for task in analysis.tasks:
+        blocks += task_blocks(analysis, task, colours, figure_dir)
+    problems = problems_table(analysis)
+    blocks.append(Heading("Failed and diverged runs", 2))
+    if problems.empty:
+        blocks.append(Prose("None."))
+    else:
+        blocks += [
+            Prose(
+                "These runs are left out of every number above "
+                "(a cell whose learning rates all failed is missing)."
+            ),
+            Table(problems),
+        ]
+    blocks += [Heading("Method", 2), Prose(METHOD)]
+    return blocks
+
+
+def task_blocks(analysis: Analysis, task: str, colours: dict, figure_dir: Path) -> list[Block]:
+    slug = _slug(task)
+    blocks: list[Block] = [
+        Heading(f"Task: {task}", 2),
+        Prose(
+            "Per architecture and size. *token* is per-token accuracy on supervised positions, *seq* "
+            "the fraction of examples with every supervised position right, *scaled* is chance-centred. "
+            "The Wilson interval covers the evaluation sample only; the seed range shows seed-to-seed "
+            f"spread. The horizon is the largest bin of a knob with token accuracy ≥ {HORIZON_THRESHOLD} "
+            "(— when none). *moved* columns (where present) count only examples whose queried "
+            "variable changed address, where reading the initial address is no shortcut."
+        ),
+        Table(summary_table(analysis, task)),
+        Heading("Accuracy vs difficulty", 3),
+        Prose(
+            "Token accuracy per evaluation bin at the largest size, mean over seeds, with a pooled "
+            "95 % Wilson band. The grey span is the training range; the dotted line is chance; the "
+            f"dashed line is the horizon threshold {HORIZON_THRESHOLD}. Curves that stay high right of "
+            "the grey span generalise."
+        ),
+        Figure(
+            plots.generalisation(analysis.curves, task, colours, figure_dir / f"generalisation_{slug}.png"),
+            f"{task}: accuracy vs difficulty",
+        ),
+        Heading("Size to solve", 3),
+    ]
+    for note in analysis.notes.get(task, []):
+        blocks.append(Prose(f"Note: {note}."))
+    if any(t == task for (t, _, _) in analysis.solve_fits):
+        blocks += [
+            Prose(
+                "Token accuracy against non-embedding parameters (log axis), one point per seed, with "
+                "a logistic rising from chance to 1 and its 95 % bootstrap band over seeds. The table "
+                f"gives the size where the fit reaches {HORIZON_THRESHOLD}; when every size (or none) "
+                "reaches it the size lies outside the range tried and only the bound is printed."
+            ),
+            Figure(
+                plots.size_to_solve(
+                    analysis.best, analysis.solve_fits, task, colours, figure_dir / f"solve_{slug}.png"
+                ),
+                f"{task}: size to solve",
+            ),
+            Table(solve_table(analysis, task)),
+        ]
+    else:
+        blocks.append(Prose("Skipped: the size-to-solve fit needs runs at two or more sizes."))
+    blocks.append(Heading("Loss scaling", 3))
+    if any(t == task for (t, _) in analysis.power_fits):
+        blocks += [
+            Prose(
+                "In-range evaluation loss against parameters (log-log), one point per seed, with "
+                "`L(N) = E + A/N^α` fitted in log space (Huber loss, multi-start L-BFGS) and its 95 % "
+                "bootstrap band. α is how fast loss falls with size; E is the loss no size removes."
+            ),
+            Figure(
+                plots.scaling(
+                    analysis.best, analysis.power_fits, task, colours, figure_dir / f"scaling_{slug}.png"
+                ),
+                f"{task}: loss scaling",
+            ),
+            Table(scaling_table(analysis, task)),
+        ]
+    else:
+        blocks.append(Prose("Skipped: the loss-scaling fit needs runs at three or more sizes."))
+    return blocks
+
+
+METHOD = (
+    "- **Learning rate**: chosen per (task, architecture, size, seed) by in-range scaled accuracy "
+    "(ties: lower in-range loss, then the smaller rate).\n"
+    "- **Pooling**: a run's in-range (out-of-range) accuracy pools all evaluation bins inside (outside) "
+    "the training range, token accuracy weighted by supervised tokens, sequence accuracy by examples; "
+    "tasks binned along several knobs pool the bins of every knob.\n"
+    f"- **Horizon**: along each knob, the largest bin value with token accuracy ≥ {HORIZON_THRESHOLD}; "
+    "per cell, the lower median over seeds (a seed with no such bin counts as below every bin).\n"
+    "- **Wilson interval**: 95 % score interval of the token accuracy pooled over seeds.\n"
+    f"- **Size to solve**: `acc = c + (1 - c)·sigmoid(k·(log10 N - x0))` fitted by least squares "
+    f"to every seed's token accuracy; the size to solve is where it reaches {HORIZON_THRESHOLD}. "
+    f"CIs: {N_BOOT} bootstrap replicates resampling seeds within each size (none with one seed per size).\n"
+    "- **Loss scaling**: `L(N) = E + A/N^α` on in-range evaluation loss, Huber loss (δ = 0.01) on "
+    "log-loss residuals; 45 initialisations on a grid over (E, A, α) are all refined by a vectorised "
+    "Levenberg-Marquardt and the best three polished by L-BFGS-B; "
+    f"{N_BOOT} bootstrap replicates as above, each refitted from the point estimate.\n"
+    f"- **Verdict**: see the verdict section; tie band ±{TIE_BAND} scaled accuracy, at least "
+    f"{MIN_SEEDS} seeds per arm.\n"
+    "- Failed and diverged runs are excluded; the report reads the store only and never trains."
+)
+
+
+def render_markdown(blocks: list[Block], out: Path) -> str:
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Prose):
+            parts.append(block.text)
+        elif isinstance(block, Table):
+            parts.append(markdown_table(block.frame))
+        else:
+            parts.append(f"![{block.caption}]({block.path.relative_to(out).as_posix()})")
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    body = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Prose):
+            body.append(_prose_html(block.text))
+        elif isinstance(block, Table):
+            body.append(html_table(block.frame))
+        else:
+            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            caption = html.escape(block.caption)
+            body.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td{_verdict_class(v)}>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
+CSS = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;"
+    "padding:0 1em;color:#222;line-height:1.45}"
+    "h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #bbb}"
+    "table{border-collapse:collapse;font-size:0.85em;margin:0.8em 0}"
+    "th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}"
+    "th{background:#f0f0f0}tbody tr:nth-child(even){background:#fafafa}"
+    ".scroll{overflow-x:auto}code{background:#f3f3f3;padding:0 3px}"
+    "figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
+    ".exceeds{background:#d8ecd8}.partwins{background:#f6dada}.ties{background:#eeeeee}"
+    ".inconclusive{background:#fff6d6}"
+)
+
+_VERDICT_CLASSES = {
+    "hybrid exceeds parts": "exceeds",
+    "a part wins": "partwins",
+    "ties": "ties",
+    "inconclusive": "inconclusive",
+}
+
+
+def _verdict_class(value) -> str:
+    name = _VERDICT_CLASSES.get(str(value))
+    return f' class="{name}"' if name else ""
+
+
+def _prose_html(text: str) -> str:
+    paragraphs, bullets = [], []
+    for line in text.split("\n"):
+        if line.startswith("- "):
+            bullets.append(f"<li>{_inline_html(line[2:])}</li>")
+        else:
+            if bullets:
+                paragraphs.append("<ul>" + "".join(bullets) + "</ul>")
+                bullets = []
+            paragraphs.append(f"<p>{_inline_html(line)}</p>")
+    if bullets:
+        paragraphs.append("<ul>" + "".join(bullets) + "</ul>")
+    return "\n".join(paragraphs)
+
+
+def _inline_html(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", text)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
