@@ -221,12 +221,22 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
                 defined += 1
             else:
                 target = randint(state, 0, defined - 1)
-            trial[:] = values
-            if not _execute(trial, depth, h_kind, h_a, h_b, target, kind, op, a, b, cap, remaining):
-                depth, kind, op, a, b = 0, _E_CONST, _ADD, _constant(state, digits), 0
-                trial[:] = values
-                _execute(trial, 0, h_kind, h_a, h_b, target, kind, op, a, b, cap, remaining)
-            values[:] = trial
+            if depth == 0:
+                value = _evaluate(values, kind, op, a, b)
+                if abs(value) >= cap:
+                    kind, op, a, b = _E_CONST, _ADD, _constant(state, digits), 0
+                    value = a
+                values[target] = value
+            else:
+                # A block runs on a copy so that a rejected one leaves the values as they were.
+                for v in range(_MAX_VARS):
+                    trial[v] = values[v]
+                if _execute(trial, depth, h_kind, h_a, h_b, target, kind, op, a, b, cap, remaining):
+                    for v in range(_MAX_VARS):
+                        values[v] = trial[v]
+                else:
+                    depth, kind, op, a, b = 0, _E_CONST, _ADD, _constant(state, digits), 0
+                    values[target] = a
             for j in range(depth):
                 for _ in range(4 * j):
                     row[t] = _SPACE
