@@ -1,0 +1,87 @@
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.load import load_store
+from analysis.metrics import best_over_lr, cell_summary, horizons, run_accuracies, wilson_interval
+from tests.analysis.synthetic_store import build_store
+
+
+def test_wilson_interval_known_value_and_edges():
+    lo, hi = wilson_interval([8, 0, 10, 0], [10, 10, 10, 0])
+    assert (lo[0], hi[0]) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert lo[1] == 0.0 and 0 < hi[1] < 0.35  # zero successes still has a nonzero upper bound
+    assert hi[2] == 1.0 and 0.65 < lo[2] < 1
+    assert np.isnan(lo[3]) and np.isnan(hi[3])
+
+
+def _evals(rows):
+    columns = [
+        "run_id",
+        "knob",
+        "value",
+        "in_range",
+        "slice",
+        "n",
+        "n_tokens",
+        "token_acc",
+        "seq_acc",
+        "chance",
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.assign(
+        scaled_acc=(frame["token_acc"] - frame["chance"]) / (1 - frame["chance"]), loss=1 - frame["token_acc"]
+    )
+
+
+def test_accuracies_pool_bins_by_tokens_and_examples():
+    evals = _evals(
+        [
+            ("r", "length", 8, 1, "all", 10, 100, 1.0, 1.0, 0.5),
+            ("r", "length", 16, 1, "all", 30, 300, 0.5, 0.1, 0.5),
+            ("r", "length", 64, 0, "all", 10, 100, 0.6, 0.0, 0.5),
+            ("r", "length", 64, 0, "moved", 5, 50, 0.8, 0.2, 0.5),
+        ]
+    )
+    row = run_accuracies(evals).set_index("run_id").loc["r"]
+    assert row["tok_in"] == pytest.approx((100 + 150) / 400)
+    assert row["seq_in"] == pytest.approx((10 + 3) / 40)
+    assert row["scaled_in"] == pytest.approx(2 * 0.625 - 1)
+    assert row["tok_out"] == pytest.approx(0.6) and row["ntok_out"] == 100
+    assert row["tok_out_moved"] == pytest.approx(0.8) and np.isnan(row["tok_in_moved"])
+
+
+def test_horizon_is_the_largest_bin_reaching_the_threshold():
+    evals = _evals(
+        [
+            ("r", "length", v, int(v <= 16), "all", 10, 10, acc, acc, 0.5)
+            for v, acc in [(8, 0.95), (16, 0.92), (32, 0.5), (64, 0.91), (128, 0.6)]
+        ]
+        + [("s", "length", 8, 1, "all", 10, 10, 0.7, 0.7, 0.5)]
+    )
+    found = horizons(evals).set_index("run_id")["horizon"]
+    assert found["r"] == 64 and np.isnan(found["s"])
+
+
+def test_learning_rate_is_chosen_in_range_never_out_of_range(tmp_path):
+    path = build_store(tmp_path / "sweep", lrs=(1e-3, 3e-3), failures=False)
+    connection = sqlite3.connect(path / "hxt.sqlite")
+    # The larger rate is worse in range but perfect out of range: it must not be chosen.
+    bad = "(SELECT run_id FROM runs WHERE lr = 0.003)"
+    connection.execute(
+        f"UPDATE evals SET token_acc = 0.8, scaled_acc = 0.6 WHERE in_range = 1 AND run_id IN {bad}"
+    )
+    connection.execute(
+        f"UPDATE evals SET token_acc = 1.0, scaled_acc = 1.0 WHERE in_range = 0 AND run_id IN {bad}"
+    )
+    connection.commit()
+    connection.close()
+    best = best_over_lr(load_store(path))
+    assert (best["lr"] == 1e-3).all()
+    assert len(best) == 2 * 4 * 2  # tasks x archs x seeds, one size
+    assert (best["n_lrs"] == 2).all()
+    summary = cell_summary(best)
+    assert (summary["seeds"] == 2).all()
+    assert (summary["scaled_out"] < 1.0).all()

@@ -1,0 +1,149 @@
+import base64
+import sqlite3
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from analysis.load import load_store
+from analysis.report import write_report
+from analysis.tables import analyse, heatmap_table, summary_table, verdict_table
+from sweeps.cli import main
+from tests.analysis.synthetic_store import SCHEMA, build_store
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in {"img", "meta", "br"}:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}> after {self.stack[-3:]}"
+        self.stack.pop()
+
+
+def _markdown_tables(text: str) -> list[pd.DataFrame]:
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            cells = [[c.strip() for c in row.strip().strip("|").split(" | ")] for row in block]
+            tables.append(pd.DataFrame(cells[2:], columns=cells[0]))
+            block = []
+    return tables
+
+
+def _find(tables: list[pd.DataFrame], columns) -> pd.DataFrame:
+    (table,) = [t for t in tables if list(t.columns) == list(columns)]
+    return table
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo shape: 1 size, 2 seeds, 1 LR, parity and state_based_recall, A / G / M / GGGA."""
+    sweep = build_store(tmp_path_factory.mktemp("demo") / "sweep")
+    main(["report", str(sweep)])
+    return sweep
+
+
+def test_report_writes_markdown_html_and_figures(demo, capsys):
+    out = demo / "report"
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert names == ["generalisation_parity.png", "generalisation_state_based_recall.png", "heatmap.png"]
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+
+
+def test_html_is_valid_and_self_contained(demo):
+    page = _Page()
+    page.feed((demo / "report" / "report.html").read_text())
+    page.close()
+    assert page.stack == []
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert len(images) == len(list((demo / "report" / "figures").iterdir()))
+    for attrs in images:
+        assert attrs["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(attrs["src"].split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+        assert attrs["alt"]
+    assert not [tag for tag, attrs in page.tags if tag in {"script", "link", "iframe"} or "href" in attrs]
+    text = (demo / "report" / "report.html").read_text()
+    for header in ("cafe1234", "abc1234", "16 done, 1 failed, 1 diverged", "hybrid exceeds parts"):
+        assert header in text
+
+
+def test_markdown_tables_match_the_frames(demo):
+    text = (demo / "report" / "report.md").read_text()
+    tables = _markdown_tables(text)
+    analysis = analyse(load_store(demo))
+
+    expected = verdict_table(analysis)
+    shown = _find(tables, expected.columns)
+    pd.testing.assert_frame_equal(shown, expected.astype(str), check_dtype=False)
+    verdicts = analysis.verdicts.set_index("task_label")
+    assert verdicts.loc["state_based_recall", "verdict"] == "hybrid exceeds parts"
+    assert verdicts.loc["parity", "verdict"] == "ties"  # G alone already solves parity
+    assert shown["out: hybrid"].tolist() == [f"{v:.3f}" for v in analysis.verdicts["hybrid_out"]]
+
+    for task in analysis.tasks:
+        expected = summary_table(analysis, task)
+        shown = _find(tables, expected.columns)
+        rows = analysis.summary[analysis.summary["task_label"] == task].set_index("arch")
+        assert shown["out: scaled"].tolist() == [f"{rows.at[a, 'scaled_out']:.3f}" for a in shown["arch"]]
+        assert shown["in: token"].tolist() == [f"{rows.at[a, 'tok_in']:.3f}" for a in shown["arch"]]
+        pd.testing.assert_frame_equal(shown, expected, check_dtype=False)
+    recall = summary_table(analysis, "state_based_recall")
+    assert "moved out: scaled" in recall.columns and "horizon: num_swaps" in recall.columns
+    assert "horizon: num_swaps" not in summary_table(analysis, "parity").columns
+
+    heat = heatmap_table(analysis)
+    assert list(heat.columns) == ["task", "A", "G", "M", "GGGA"]
+    pd.testing.assert_frame_equal(_find(tables, heat.columns), heat, check_dtype=False)
+    assert "Skipped: the size-to-solve fit needs runs at two or more sizes." in text
+
+
+def test_report_is_regenerable_from_the_store_alone(demo, tmp_path):
+    write_report(demo, tmp_path / "again")
+    first = (demo / "report" / "report.md").read_text()
+    assert (tmp_path / "again" / "report.md").read_text() == first
+
+
+def test_fits_and_their_figures_appear_with_several_sizes(tmp_path):
+    sweep = build_store(tmp_path / "sweep", sizes=(30_000, 100_000, 300_000, 1_000_000), failures=False)
+    paths = write_report(sweep, tmp_path / "out", n_boot=100)
+    names = {p.name for p in paths}
+    assert {"solve_parity.png", "scaling_parity.png", "solve_state_based_recall.png"} <= names
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| arch | accuracy | size at 0.9 [95% CI] | slope / decade | status |" in text
+    assert "| arch | E [95% CI] | A [95% CI] | α [95% CI] | params fitted |" in text
+    assert text.count("| GGGA | out of range |") == 2
+
+
+def _run_cli(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_empty_store_exits_2_with_a_clear_message(tmp_path, capsys):
+    connection = sqlite3.connect(tmp_path / "hxt.sqlite")
+    connection.executescript(SCHEMA.read_text())
+    connection.close()
+    code, err = _run_cli(["report", str(tmp_path)], capsys)
+    assert code == 2 and "no done runs" in err and "Traceback" not in err
+
+
+def test_corrupt_store_exits_2_with_a_clear_message(tmp_path, capsys):
+    (tmp_path / "hxt.sqlite").write_bytes(b"\x00garbage" * 512)
+    code, err = _run_cli(["report", str(tmp_path)], capsys)
+    assert code == 2 and "not a readable hxt store" in err
+
+
+def test_missing_sweep_exits_2(tmp_path, capsys):
+    code, err = _run_cli(["report", str(tmp_path / "absent")], capsys)
+    assert code == 2 and "no store at" in err
