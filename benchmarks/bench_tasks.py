@@ -38,31 +38,42 @@ def _lengths(task, inputs: np.ndarray) -> np.ndarray:
     return np.where(real.any(axis=1), last, 0)
 
 
+def _median_rate(run, seconds: float) -> float:
+    """Median over calls of tokens/s, calls repeated for about `seconds`: on a shared machine the
+    median call is undisturbed while a mean over wall time is not."""
+    rates, elapsed, seed = [], 0.0, 1
+    while elapsed < seconds or len(rates) < 5:
+        done, spent = run(seed)
+        rates.append(done / spent)
+        elapsed += spent
+        seed += 1
+    return float(np.median(rates))
+
+
 def _generator_rate(task, batch: int, seconds: float) -> float:
     task.sample(0, batch)  # compile and warm up
-    tokens, elapsed, seed = 0, 0.0, 1
-    while elapsed < seconds:
+
+    def run(seed):
         start = time.perf_counter()
         out = task.sample(seed, batch)
-        elapsed += time.perf_counter() - start
-        tokens += int(_lengths(task, out.inputs).sum())
-        seed += 1
-    return tokens / elapsed
+        spent = time.perf_counter() - start
+        return int(_lengths(task, out.inputs).sum()), spent
+
+    return _median_rate(run, seconds)
 
 
 def _oracle_rate(task, batch: int, seconds: float) -> float:
     oracle = ORACLES[task.name]
-    tokens, elapsed, seed = 0, 0.0, 1
-    while elapsed < seconds:
+
+    def run(seed):
         out = task.sample(seed, batch)
         lengths = _lengths(task, out.inputs)
         start = time.perf_counter()
         for row, length in zip(out.inputs, lengths):
             oracle(task, row[:length].tolist())
-        elapsed += time.perf_counter() - start
-        tokens += int(lengths.sum())
-        seed += 1
-    return tokens / elapsed
+        return int(lengths.sum()), time.perf_counter() - start
+
+    return _median_rate(run, seconds)
 
 
 def _cpu_name() -> str:
@@ -90,7 +101,7 @@ def main() -> None:
     )
     parser.add_argument("tasks", nargs="*", help="task names (default: every registered task)")
     parser.add_argument("--batch", type=int, default=256, help="examples per batch")
-    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="seconds of timed calls per rate")
     parser.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -121,8 +132,8 @@ def main() -> None:
     header = (
         f"## Task generators — {datetime.date.today().isoformat()}, commit {_commit()}\n\n"
         f"Device: {_cpu_name()}, one core (numba {numba.__version__}, NUMBA_NUM_THREADS=1), "
-        f"batch {args.batch}, training ranges, {args.seconds:g} s per measurement. Tokens counted up "
-        "to each example's last non-pad token.\n"
+        f"batch {args.batch}, training ranges; median over calls (one batch each) for about "
+        f"{args.seconds:g} s. Tokens counted up to each example's last non-pad token.\n"
     )
     table = "\n".join(rows)
     print("\n" + header + "\n" + table)

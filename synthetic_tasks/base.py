@@ -28,7 +28,17 @@ from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["Batch", "Knob", "Task", "TASKS", "register", "make_task", "derive_seed", "pack_batch"]
+__all__ = [
+    "Batch",
+    "Knob",
+    "Task",
+    "TASKS",
+    "register",
+    "make_task",
+    "derive_seed",
+    "empty_batch",
+    "pack_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,16 @@ class Task(ABC):
         values = np.unique(np.round(np.geomspace(max(lo, 1), hi, n_bins)).astype(int))
         values = np.unique(np.concatenate([[lo], values[values >= lo], [hi]]))
         return [int(v) for v in values]
+
+
+def empty_batch(batch: int, width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded ``inputs``, zero ``targets`` and false ``loss_mask`` buffers, each [B, T], for a
+    generator to fill. Allocated by numpy: numba's own allocator page-faults afresh on every
+    large array, which costs more than generating the tokens."""
+    inputs = np.full((batch, width), pad_id, dtype=np.int64)
+    targets = np.zeros((batch, width), dtype=np.int64)
+    loss_mask = np.zeros((batch, width), dtype=np.bool_)
+    return inputs, targets, loss_mask
 
 
 def pack_batch(

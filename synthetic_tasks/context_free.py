@@ -10,8 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks._rng import first_draws, next_u64, randint, seed_state
+from synthetic_tasks.base import Batch, Knob, Task, empty_batch, pack_batch, register
 
 __all__ = ["ModularArithmeticBrackets", "Dyck"]
 
@@ -23,16 +23,13 @@ def _check_int(name: str, value, low: int, high: int) -> int:
 
 
 @numba.njit(cache=True)
-def _brackets_batch(seed, batch, lo, hi, modulus, plus, open_, close, equals, pad):
+def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, inputs, targets, mask):
     """Random fully bracketed expression trees with N leaves; the answer is the value mod M.
 
     The tree is written left to right from a work stack whose items are: n >= 1 (a subtree with
     n leaves still to write), 0 (close the innermost node and reduce it), -1 - op (write op).
     """
-    width = 6 * hi - 1  # at most 3 tokens per leaf, 3 per node, and '='
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
+    batch = inputs.shape[0]
     lengths = np.empty(batch, dtype=np.int64)
     depths = np.empty(batch, dtype=np.int64)
     seq_lens = np.empty(batch, dtype=np.int64)
@@ -107,7 +104,7 @@ def _brackets_batch(seed, batch, lo, hi, modulus, plus, open_, close, equals, pa
         mask[b, pos] = True
         seq_lens[b] = pos + 1
         depths[b] = peak
-    return inputs, targets, mask, seq_lens, lengths, depths
+    return seq_lens, lengths, depths
 
 
 @register
@@ -145,8 +142,10 @@ class ModularArithmeticBrackets(Task):
 
     def _sample(self, seed, batch, ranges):
         lo, hi = ranges["length"]
-        inputs, targets, mask, seq_lens, lengths, depths = _brackets_batch(
-            seed, batch, lo, hi, self.modulus, self.PLUS, self.OPEN, self.CLOSE, self.EQUALS, self.PAD
+        # At most 3 tokens per leaf, 3 per node, and '='; trimmed to the longest example.
+        inputs, targets, mask = empty_batch(batch, 6 * hi - 1, self.PAD)
+        seq_lens, lengths, depths = _fill_brackets(
+            seed, lo, hi, self.modulus, self.PLUS, self.OPEN, self.CLOSE, self.EQUALS, inputs, targets, mask
         )
         meta = {"length": lengths, "depth": depths, "tokens": seq_lens}
         return pack_batch(inputs, targets, mask, seq_lens, meta)
@@ -162,18 +161,11 @@ class ModularArithmeticBrackets(Task):
 
 
 @numba.njit(cache=True)
-def _dyck_batch(seed, batch, lo, hi, lo_depth, hi_depth, kinds, end, pad):
+def _fill_dyck(seed, lo, hi, lo_depth, hi_depth, kinds, end, inputs, targets, mask):
     """Prefixes of random Dyck-k words: a walk that opens or closes with equal odds, bounded by
     the drawn maximum depth; the target is the one legal closer (or `end` at depth 0)."""
     state = np.empty(1, dtype=np.uint64)
-    lengths = np.empty(batch, dtype=np.int64)
-    for b in range(batch):
-        seed_state(state, seed, b)
-        lengths[b] = randint(state, lo, hi)
-    width = lengths.max()
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
+    batch = inputs.shape[0]
     bounds = np.empty(batch, dtype=np.int64)
     peaks = np.empty(batch, dtype=np.int64)
     stack = np.empty(hi_depth + 1, dtype=np.int64)
@@ -184,8 +176,17 @@ def _dyck_batch(seed, batch, lo, hi, lo_depth, hi_depth, kinds, end, pad):
         bounds[b] = bound
         depth = 0
         peak = 0
+        word = np.uint64(0)
+        spare = 0
         for t in range(n):
-            opening = depth == 0 or (depth < bound and randint(state, 0, 1) == 1)
+            # Coin flips come 64 to a draw.
+            if spare == 0:
+                word = next_u64(state)
+                spare = 64
+            coin = (word & np.uint64(1)) == np.uint64(1)
+            word >>= np.uint64(1)
+            spare -= 1
+            opening = depth == 0 or (depth < bound and coin)
             if opening:
                 kind = randint(state, 0, kinds - 1)
                 stack[depth] = kind
@@ -198,7 +199,7 @@ def _dyck_batch(seed, batch, lo, hi, lo_depth, hi_depth, kinds, end, pad):
             targets[b, t] = kinds + stack[depth - 1] if depth > 0 else end
             mask[b, t] = True
         peaks[b] = peak
-    return inputs, targets, mask, lengths.copy(), lengths, bounds, peaks
+    return bounds, peaks
 
 
 @register
@@ -238,11 +239,13 @@ class Dyck(Task):
     def _sample(self, seed, batch, ranges):
         lo, hi = ranges["length"]
         lo_depth, hi_depth = ranges["max_depth"]
-        inputs, targets, mask, seq_lens, lengths, bounds, peaks = _dyck_batch(
-            seed, batch, lo, hi, lo_depth, hi_depth, self.kinds, self.END, self.PAD
+        lengths = first_draws(seed, batch, lo, hi)
+        inputs, targets, mask = empty_batch(batch, int(lengths.max()), self.PAD)
+        bounds, peaks = _fill_dyck(
+            seed, lo, hi, lo_depth, hi_depth, self.kinds, self.END, inputs, targets, mask
         )
         meta = {"length": lengths, "max_depth": bounds, "peak_depth": peaks}
-        return pack_batch(inputs, targets, mask, seq_lens, meta)
+        return Batch(inputs, targets, mask, meta)
 
     def _name(self, token: int) -> str:
         pairs = "()[]{}<>"

@@ -19,8 +19,8 @@ import itertools
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks._rng import first_draws, randint, seed_state
+from synthetic_tasks.base import Batch, Knob, Task, empty_batch, register
 
 __all__ = [
     "GroupWord",
@@ -95,19 +95,11 @@ def _group(kind: str, n: int) -> tuple[tuple[Perm, ...], np.ndarray]:
 
 
 @numba.njit(cache=True)
-def _word_batch(seed, batch, lo, hi, table, generators, pad):
+def _fill_words(seed, lo, hi, table, generators, inputs, targets, mask):
     """Uniform words over `generators`; targets are the prefix products via `table`."""
     state = np.empty(1, dtype=np.uint64)
-    lengths = np.empty(batch, dtype=np.int64)
-    for b in range(batch):
-        seed_state(state, seed, b)
-        lengths[b] = randint(state, lo, hi)
-    width = lengths.max()
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
     last = generators.shape[0] - 1
-    for b in range(batch):
+    for b in range(inputs.shape[0]):
         seed_state(state, seed, b)
         n = randint(state, lo, hi)
         product = 0
@@ -117,7 +109,6 @@ def _word_batch(seed, batch, lo, hi, table, generators, pad):
             inputs[b, t] = g
             targets[b, t] = product
             mask[b, t] = True
-    return inputs, targets, mask, lengths.copy(), lengths
 
 
 class GroupWord(Task):
@@ -145,10 +136,10 @@ class GroupWord(Task):
 
     def _sample(self, seed, batch, ranges):
         lo, hi = ranges["length"]
-        inputs, targets, mask, seq_lens, lengths = _word_batch(
-            seed, batch, lo, hi, self.table, self.generators, self.pad_id
-        )
-        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths})
+        lengths = first_draws(seed, batch, lo, hi)
+        inputs, targets, mask = empty_batch(batch, int(lengths.max()), self.pad_id)
+        _fill_words(seed, lo, hi, self.table, self.generators, inputs, targets, mask)
+        return Batch(inputs, targets, mask, {"length": lengths})
 
     def element_name(self, token: int) -> str:
         """Cycle notation of an element, e.g. ``(0 1)(2 4 3)``; ``e`` for the identity."""

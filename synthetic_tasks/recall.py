@@ -10,26 +10,29 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import randint, seed_state, uniform
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks.base import Batch, Knob, Task, empty_batch, register
 
 __all__ = ["MQAR"]
 
 
 @numba.njit(cache=True)
-def _mqar_batch(seed, batch, lo_t, hi_t, lo_n, hi_n, half, power):
-    """N key-value pairs, then each key queried once at a power-law-distributed slot."""
+def _draw_sizes(seed, batch, lo_t, hi_t, lo_n, top_n):
+    """Each example's first two draws: N, then T >= 4N."""
     state = np.empty(1, dtype=np.uint64)
-    top_n = min(hi_n, hi_t // 4)
     lengths = np.empty(batch, dtype=np.int64)
     pairs = np.empty(batch, dtype=np.int64)
     for b in range(batch):
         seed_state(state, seed, b)
         pairs[b] = randint(state, lo_n, top_n)
         lengths[b] = randint(state, max(lo_t, 4 * pairs[b]), hi_t)
-    width = lengths.max()
-    inputs = np.zeros((batch, width), dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
+    return lengths, pairs
+
+
+@numba.njit(cache=True)
+def _fill_mqar(seed, lo_t, hi_t, lo_n, top_n, half, power, inputs, targets, mask):
+    """N key-value pairs, then each key queried once at a power-law-distributed slot."""
+    state = np.empty(1, dtype=np.uint64)
+    width = inputs.shape[1]
     keys = np.arange(1, half)
     values = np.arange(half, 2 * half)
     key_swaps = np.empty(top_n, dtype=np.int64)
@@ -40,7 +43,7 @@ def _mqar_batch(seed, batch, lo_t, hi_t, lo_n, hi_n, half, power):
     priority = np.empty(width // 2, dtype=np.float64)
     taken = np.zeros(width // 2, dtype=np.bool_)
     chosen = np.empty(top_n, dtype=np.int64)
-    for b in range(batch):
+    for b in range(inputs.shape[0]):
         seed_state(state, seed, b)
         n = randint(state, lo_n, top_n)
         t_len = randint(state, max(lo_t, 4 * n), hi_t)
@@ -82,7 +85,6 @@ def _mqar_batch(seed, batch, lo_t, hi_t, lo_n, hi_n, half, power):
         for i in range(n - 1, -1, -1):
             keys[i], keys[key_swaps[i]] = keys[key_swaps[i]], keys[i]
             values[i], values[value_swaps[i]] = values[value_swaps[i]], values[i]
-    return inputs, targets, mask, lengths.copy(), lengths, pairs
 
 
 @register
@@ -137,10 +139,11 @@ class MQAR(Task):
             raise ValueError(
                 f"knob 'num_pairs' = {hi_n} exceeds the {self.first_value - 1} keys of vocab {self.vocab}"
             )
-        inputs, targets, mask, seq_lens, lengths, pairs = _mqar_batch(
-            seed, batch, lo_t, hi_t, lo_n, hi_n, self.first_value, self.power
-        )
-        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths, "num_pairs": pairs})
+        top_n = min(hi_n, hi_t // 4)
+        lengths, pairs = _draw_sizes(seed, batch, lo_t, hi_t, lo_n, top_n)
+        inputs, targets, mask = empty_batch(batch, int(lengths.max()), self.BLANK)
+        _fill_mqar(seed, lo_t, hi_t, lo_n, top_n, self.first_value, self.power, inputs, targets, mask)
+        return Batch(inputs, targets, mask, {"length": lengths, "num_pairs": pairs})
 
     def decode(self, batch: Batch, index: int) -> str:
         n = int(batch.meta["num_pairs"][index])

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import next_u64, randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks._rng import first_draws, next_u64, randint, seed_state
+from synthetic_tasks.base import Batch, Knob, Task, empty_batch, register
 
 __all__ = ["Parity", "ModularArithmetic", "CycleNavigation", "EvenPairs"]
 
@@ -34,32 +34,15 @@ def _check_bool(name: str, value) -> bool:
     return bool(value)
 
 
-@numba.njit(cache=True)
-def _draw_lengths(seed, batch, lo, hi):
-    """Each example's first draw is its length, so a batch is sized exactly before it is filled."""
-    state = np.empty(1, dtype=np.uint64)
-    lengths = np.empty(batch, dtype=np.int64)
-    for b in range(batch):
-        seed_state(state, seed, b)
-        lengths[b] = randint(state, lo, hi)
-    return lengths
-
-
 def _render(tokens, names) -> str:
     return " ".join(names[int(t)] for t in tokens)
 
 
 @numba.njit(cache=True)
-def _bits_batch(seed, batch, lo, hi, tagging, even_pairs, equals, pad):
+def _fill_bits(seed, lo, hi, tagging, even_pairs, equals, inputs, targets, mask):
     """Random bit strings; answers are prefix parity (tagging) or parity / b1 != bL (final)."""
-    lengths = _draw_lengths(seed, batch, lo, hi)
-    width = lengths.max() + (0 if tagging else 1)
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
     state = np.empty(1, dtype=np.uint64)
-    for b in range(batch):
+    for b in range(inputs.shape[0]):
         seed_state(state, seed, b)
         n = randint(state, lo, hi)
         word = np.uint64(0)
@@ -78,14 +61,10 @@ def _bits_batch(seed, batch, lo, hi, tagging, even_pairs, equals, pad):
             if tagging:
                 targets[b, t] = parity
                 mask[b, t] = True
-        if tagging:
-            seq_lens[b] = n
-        else:
+        if not tagging:
             inputs[b, n] = equals
             targets[b, n] = (first ^ bit) if even_pairs else parity
             mask[b, n] = True
-            seq_lens[b] = n + 1
-    return inputs, targets, mask, seq_lens, lengths
 
 
 class _BitTask(Task):
@@ -106,10 +85,10 @@ class _BitTask(Task):
 
     def _sample(self, seed, batch, ranges):
         lo, hi = ranges["length"]
-        inputs, targets, mask, seq_lens, lengths = _bits_batch(
-            seed, batch, lo, hi, self._tagging, self._even_pairs, self.EQUALS, self.PAD
-        )
-        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths})
+        lengths = first_draws(seed, batch, lo, hi)
+        inputs, targets, mask = empty_batch(batch, int(lengths.max()) + (not self._tagging), self.PAD)
+        _fill_bits(seed, lo, hi, self._tagging, self._even_pairs, self.EQUALS, inputs, targets, mask)
+        return Batch(inputs, targets, mask, {"length": lengths})
 
     def decode(self, batch: Batch, index: int) -> str:
         names = {self.ZERO: "0", self.ONE: "1", self.EQUALS: "=", self.PAD: "_"}
@@ -156,16 +135,10 @@ class EvenPairs(_BitTask):
 
 
 @numba.njit(cache=True)
-def _modular_arithmetic_batch(seed, batch, lo, hi, modulus, plus, equals, pad):
+def _fill_modular_arithmetic(seed, lo, hi, modulus, plus, equals, inputs, targets, mask):
     """``n op n .. op n =`` with ops + − × (× binds tighter); the answer is the value mod M."""
-    lengths = _draw_lengths(seed, batch, lo, hi)
-    width = 2 * lengths.max()
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
     state = np.empty(1, dtype=np.uint64)
-    for b in range(batch):
+    for b in range(inputs.shape[0]):
         seed_state(state, seed, b)
         n = randint(state, lo, hi)
         # The value is total + sign * term, where term is the product still being built.
@@ -187,8 +160,6 @@ def _modular_arithmetic_batch(seed, batch, lo, hi, modulus, plus, equals, pad):
         inputs[b, 2 * n - 1] = equals
         targets[b, 2 * n - 1] = (total + sign * term) % modulus
         mask[b, 2 * n - 1] = True
-        seq_lens[b] = 2 * n
-    return inputs, targets, mask, seq_lens, lengths
 
 
 @register
@@ -224,10 +195,10 @@ class ModularArithmetic(Task):
 
     def _sample(self, seed, batch, ranges):
         lo, hi = ranges["length"]
-        inputs, targets, mask, seq_lens, lengths = _modular_arithmetic_batch(
-            seed, batch, lo, hi, self.modulus, self.PLUS, self.EQUALS, self.PAD
-        )
-        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths})
+        lengths = first_draws(seed, batch, lo, hi)
+        inputs, targets, mask = empty_batch(batch, 2 * int(lengths.max()), self.PAD)
+        _fill_modular_arithmetic(seed, lo, hi, self.modulus, self.PLUS, self.EQUALS, inputs, targets, mask)
+        return Batch(inputs, targets, mask, {"length": lengths})
 
     def decode(self, batch: Batch, index: int) -> str:
         names = {i: str(i) for i in range(self.modulus)}
@@ -238,28 +209,35 @@ class ModularArithmetic(Task):
 
 
 @numba.njit(cache=True)
-def _cycle_batch(seed, batch, lo, hi, cycle, left, equals, pad):
+def _fill_cycle(seed, lo, hi, cycle, left, equals, inputs, targets, mask):
     """Moves −1/0/+1 on a cycle of C positions from 0; the answer is the final position."""
-    lengths = _draw_lengths(seed, batch, lo, hi)
-    width = lengths.max() + 1
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
     state = np.empty(1, dtype=np.uint64)
-    for b in range(batch):
+    for b in range(inputs.shape[0]):
         seed_state(state, seed, b)
         n = randint(state, lo, hi)
         position = 0
+        word = np.uint64(0)
+        spare = 0
         for t in range(n):
-            move = randint(state, 0, 2)
+            # Two bits per move, 3 redrawn: one 64-bit draw feeds about 24 moves.
+            move = 3
+            while move == 3:
+                if spare == 0:
+                    word = next_u64(state)
+                    spare = 32
+                move = np.int64(word & np.uint64(3))
+                word >>= np.uint64(2)
+                spare -= 1
             inputs[b, t] = left + move
-            position = (position + move - 1) % cycle
+            # A branch, not %, which is an integer division per token.
+            position += move - 1
+            if position < 0:
+                position += cycle
+            elif position == cycle:
+                position = 0
         inputs[b, n] = equals
         targets[b, n] = position
         mask[b, n] = True
-        seq_lens[b] = n + 1
-    return inputs, targets, mask, seq_lens, lengths
 
 
 @register
@@ -291,10 +269,10 @@ class CycleNavigation(Task):
 
     def _sample(self, seed, batch, ranges):
         lo, hi = ranges["length"]
-        inputs, targets, mask, seq_lens, lengths = _cycle_batch(
-            seed, batch, lo, hi, self.cycle, self.LEFT, self.EQUALS, self.PAD
-        )
-        return pack_batch(inputs, targets, mask, seq_lens, {"length": lengths})
+        lengths = first_draws(seed, batch, lo, hi)
+        inputs, targets, mask = empty_batch(batch, int(lengths.max()) + 1, self.PAD)
+        _fill_cycle(seed, lo, hi, self.cycle, self.LEFT, self.EQUALS, inputs, targets, mask)
+        return Batch(inputs, targets, mask, {"length": lengths})
 
     def decode(self, batch: Batch, index: int) -> str:
         names = {self.LEFT: "-1", self.STAY: "0", self.RIGHT: "+1", self.EQUALS: "=", self.PAD: "_"}
