@@ -12,8 +12,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, randint
+from synthetic_tasks._rng import randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
 
 __all__ = ["BooleanFormula"]
 
@@ -27,10 +28,9 @@ def _formula_batch(seed, batch, size_lo, size_hi, pad_lo, pad_hi, infix, tok):
     zero, not_tok, and_tok, or_tok, lparen, rparen, dot, equals, pad = tok
     nodes_hi = 2 * size_hi - 1
     width = 2 * nodes_hi + (2 * (size_hi - 1) if infix else 0) + pad_hi + 1
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
+    max_sup = 1
+    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
+    offset = 0
     meta = np.empty((3, batch), dtype=np.int64)
     # Nodes in prefix order: kind, negated, leaf bit / value, children, depth.
     kind = np.empty(nodes_hi, dtype=np.int64)
@@ -44,8 +44,9 @@ def _formula_batch(seed, batch, size_lo, size_hi, pad_lo, pad_hi, infix, tok):
     stack_parent = np.empty(nodes_hi, dtype=np.int64)
     stack_right = np.empty(nodes_hi, dtype=np.int64)
     emit = np.empty(2 * nodes_hi, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         size = randint(state, size_lo, size_hi)
         padding = randint(state, pad_lo, pad_hi)
         top = 0
@@ -84,7 +85,7 @@ def _formula_batch(seed, batch, size_lo, size_hi, pad_lo, pad_hi, infix, tok):
             else:
                 v = value[left[node]] | value[right[node]]
             value[node] = v ^ negated[node]
-        row = inputs[b]
+        row = flat[offset : offset + width]
         t = 0
         if not infix:
             for node in range(count):
@@ -129,12 +130,14 @@ def _formula_batch(seed, batch, size_lo, size_hi, pad_lo, pad_hi, infix, tok):
             row[t] = dot
             t += 1
         row[t] = equals
-        targets[b, t] = zero + value[0]
-        mask[b, t] = True
+        supervise(positions, answers, counts, b, max_sup, t, zero + value[0])
         seq_lens[b] = t + 1
+        starts[b] = offset
+        offset += t + 1
         meta[0, b] = size
         meta[1, b] = padding
         meta[2, b] = max_depth
+    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
     return inputs, targets, mask, seq_lens, meta
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, randint
+from synthetic_tasks._rng import randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
 
 __all__ = ["StraightLinePrograms"]
 
@@ -156,10 +157,9 @@ def _put_assignment(row, t, indent, names, target, kind, op, a, b):
 def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
     line = 4 * nest_hi + 20 + d_hi
     width = s_hi * (nest_hi + 1) * line + 9 + d_hi + 4
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
+    max_sup = d_hi + 4
+    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
+    offset = 0
     meta = np.empty((4, batch), dtype=np.int64)
     names = np.arange(26)
     values = np.zeros(_MAX_VARS, dtype=np.int64)
@@ -168,8 +168,9 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
     h_a = np.empty(nest_hi + 1, dtype=np.int64)
     h_b = np.empty(nest_hi + 1, dtype=np.int64)
     remaining = np.empty(nest_hi + 1, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for i in range(batch):
-        state = example_state(seed, i)
+        seed_state(state, seed, i)
         digits = randint(state, d_lo, d_hi)
         nesting = randint(state, nest_lo, nest_hi)
         n = randint(state, s_lo, s_hi)
@@ -179,7 +180,7 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
         for v in range(_MAX_VARS):
             j = randint(state, v, 25)
             names[v], names[j] = names[j], names[v]
-        row = inputs[i]
+        row = flat[offset : offset + width]
         t = 0
         defined = 0
         target = 0
@@ -271,13 +272,15 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
         row[t] = _NL
         t += 1
         for p in range(start - 1, t - 1):
-            targets[i, p] = row[p + 1]
-            mask[i, p] = True
+            supervise(positions, answers, counts, i, max_sup, p, row[p + 1])
         seq_lens[i] = t
+        starts[i] = offset
+        offset += t
         meta[0, i] = digits
         meta[1, i] = nesting
         meta[2, i] = n
         meta[3, i] = t - start - 1
+    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
     return inputs, targets, mask, seq_lens, meta
 
 

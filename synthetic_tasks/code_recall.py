@@ -31,8 +31,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, next_u64, randint
+from synthetic_tasks._rng import next_u64, randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
 
 __all__ = ["StateBasedRecall", "StateBasedRecallText"]
 
@@ -100,18 +101,18 @@ def _recall_tokens_batch(
     """tok = (bit0, bits, sep, query, var0, addr0, pad); see StateBasedRecall for the layout."""
     bit0, bits_tok, sep, query, var0, addr0, pad = tok
     width = 3 + 2 * m_hi + 2 * k_hi + 3 * n_hi + 2 * ((n_hi + 1) if dense else 1)
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
+    max_sup = (n_hi + 1) if dense else 1
+    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
+    offset = 0
     meta = np.empty((5, batch), dtype=np.int64)
     taken = np.zeros(num_addresses, dtype=np.bool_)
     labels = np.empty(m_hi, dtype=np.int64)
     bit_at = np.zeros(num_addresses, dtype=np.int64)
     slot = np.empty(26, dtype=np.int64)
     addr = np.empty(26, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         m, n, k, q = _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi)
         # Floyd's sampling: m distinct addresses out of num_addresses in O(m).
         count = 0
@@ -122,10 +123,11 @@ def _recall_tokens_batch(
             taken[r] = True
             labels[count] = r
             count += 1
-        used = np.sort(labels[:m])
+        used = labels[:m]
+        used.sort()
         for j in range(m):
             taken[used[j]] = False
-        row = inputs[b]
+        row = flat[offset : offset + width]
         row[0] = bits_tok
         t = 1
         word = np.uint64(0)
@@ -159,15 +161,17 @@ def _recall_tokens_batch(
             if dense or line == n:
                 row[t] = query
                 row[t + 1] = var0 + q
-                targets[b, t + 1] = bit0 + bit_at[addr[q]]
-                mask[b, t + 1] = True
+                supervise(positions, answers, counts, b, max_sup, t + 1, bit0 + bit_at[addr[q]])
                 t += 2
         seq_lens[b] = t
+        starts[b] = offset
+        offset += t
         meta[0, b] = m
         meta[1, b] = n
         meta[2, b] = k
         meta[3, b] = q
         meta[4, b] = addr[q] != start
+    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
     return inputs, targets, mask, seq_lens, meta
 
 
@@ -345,17 +349,17 @@ def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_
         digits += 1
     init_width = 3 * k_hi - 2 + 3 + k_hi * digits + 2 * (k_hi - 1) + 1
     width = (3 * m_hi + 8) + init_width + 12 * n_hi + 20 * ((n_hi + 1) if dense else 1)
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
+    max_sup = (n_hi + 1) if dense else 1
+    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
+    offset = 0
     meta = np.empty((5, batch), dtype=np.int64)
     bits = np.empty(m_hi, dtype=np.int64)
     addr = np.empty(26, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         m, n, k, q = _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi)
-        row = inputs[b]
+        row = flat[offset : offset + width]
         t = _put(row, 0, _BITS_OPEN)
         word = np.uint64(0)
         for j in range(m):
@@ -401,14 +405,16 @@ def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_
                 row[t] = _LETTER_A + q
                 t = _put(row, t + 1, _ASSERT_CLOSE)
                 # The answer is due after "== ", at the space before "?".
-                targets[b, t - 3] = _DIGIT0 + bits[addr[q]]
-                mask[b, t - 3] = True
+                supervise(positions, answers, counts, b, max_sup, t - 3, _DIGIT0 + bits[addr[q]])
         seq_lens[b] = t
+        starts[b] = offset
+        offset += t
         meta[0, b] = m
         meta[1, b] = n
         meta[2, b] = k
         meta[3, b] = q
         meta[4, b] = addr[q] != start
+    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
     return inputs, targets, mask, seq_lens, meta
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, randint, uniform
+from synthetic_tasks._rng import randint, seed_state, uniform
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
+from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
 
 __all__ = ["VariableTracking"]
 
@@ -27,16 +28,16 @@ def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_p
     """tok = (var0, equals, plus, comma, print, newline, pad); values are tokens 0 .. M-1."""
     var0, equals, plus, comma, print_tok, newline, pad = tok
     width = 4 * k_hi + 11 * n_hi + 3
-    inputs = np.full((batch, width), pad, dtype=np.int64)
-    targets = np.zeros((batch, width), dtype=np.int64)
-    mask = np.zeros((batch, width), dtype=np.bool_)
-    seq_lens = np.empty(batch, dtype=np.int64)
+    max_sup = n_hi + 1
+    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
+    offset = 0
     meta = np.empty((4, batch), dtype=np.int64)
     names = np.arange(26)
     values = np.empty(26, dtype=np.int64)
     written = np.empty(26, dtype=np.int64)  # index of the statement that last wrote each variable
+    state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
-        state = example_state(seed, b)
+        seed_state(state, seed, b)
         k = randint(state, k_lo, k_hi)
         n = randint(state, n_lo, n_hi)
         # Partial Fisher-Yates on a fresh identity: names[:k] are k distinct letters.
@@ -45,7 +46,7 @@ def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_p
         for v in range(k):
             j = randint(state, v, 25)
             names[v], names[j] = names[j], names[v]
-        row = inputs[b]
+        row = flat[offset : offset + width]
         t = 0
         for v in range(k):
             values[v] = randint(state, 0, modulus - 1)
@@ -103,16 +104,18 @@ def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_p
                 row[t] = print_tok
                 row[t + 1] = var0 + names[z]
                 row[t + 2] = newline
-                targets[b, t + 1] = values[z]
-                mask[b, t + 1] = True
+                supervise(positions, answers, counts, b, max_sup, t + 1, values[z])
                 t += 3
                 prints += 1
                 if s == n + 1:
                     meta[3, b] = n - written[z]
         seq_lens[b] = t
+        starts[b] = offset
+        offset += t
         meta[0, b] = k
         meta[1, b] = n
         meta[2, b] = prints
+    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
     return inputs, targets, mask, seq_lens, meta
 
 
