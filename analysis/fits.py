@@ -287,15 +287,17 @@ def _levenberg_marquardt(
     lower: np.ndarray,
     upper: np.ndarray,
     delta: float | None = None,
-    iterations: int = 200,
+    iterations: int = 150,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimise sum_i w_ri * rho(r_i(theta_r)) for R problems at once; rho is r^2/2 or Huber(delta).
 
-    Box bounds are kept by clipping each step. Returns the parameters [R, P] and costs [R].
+    Box bounds are kept by clipping each step. A problem drops out of the batch once a step no
+    longer lowers its cost measurably, so the cost of a batch follows its slowest members only.
+    Returns the parameters [R, P] and costs [R].
     """
 
-    def evaluate(theta):
-        r, jac = residuals(theta)
+    def evaluate(theta, weights):
+        r, jac = residuals(theta)  # [R, n], [R, n, P]
         if delta is None:
             rho, omega = 0.5 * r**2, np.ones_like(r)
         else:
@@ -303,7 +305,10 @@ def _levenberg_marquardt(
             omega = np.where(np.abs(r) <= delta, 1.0, psi / np.where(r == 0, 1.0, r))
         return r, jac, (weights * rho).sum(axis=1), weights * omega
 
-    r, jac, cost, w = evaluate(theta)
+    theta = np.array(theta, dtype=float)
+    r, jac, cost, w = evaluate(theta, weights)
+    costs = cost.copy()
+    active = np.arange(len(theta))
     damping = np.full(len(theta), 1e-3)
     eye = np.eye(theta.shape[1])
     for _ in range(iterations):
@@ -312,16 +317,27 @@ def _levenberg_marquardt(
         diagonal = np.einsum("rpp->rp", hessian)
         system = hessian + damping[:, None, None] * (diagonal[:, :, None] * eye + 1e-9 * eye)
         step = np.linalg.solve(system, -gradient[:, :, None])[:, :, 0]
-        candidate = np.clip(theta + step, lower, upper)
-        r_new, jac_new, cost_new, w_new = evaluate(candidate)
+        candidate = np.clip(theta[active] + step, lower, upper)
+        r_new, jac_new, cost_new, w_new = evaluate(candidate, weights[active])
         better = cost_new < cost
-        settled = np.where(better, cost - cost_new <= 1e-12 * (1.0 + cost), damping >= 1e6)
-        theta = np.where(better[:, None], candidate, theta)
+        tiny = (cost - cost_new <= 1e-10 * (1.0 + cost)) | (np.abs(step).max(axis=1) < 1e-9)
+        settled = np.where(better, tiny, damping >= 1e5)
+        theta[active] = np.where(better[:, None], candidate, theta[active])
         r = np.where(better[:, None], r_new, r)
         jac = np.where(better[:, None, None], jac_new, jac)
         w = np.where(better[:, None], w_new, w)
         cost = np.where(better, cost_new, cost)
+        costs[active] = cost
         damping = np.clip(np.where(better, damping / 3.0, damping * 4.0), 1e-9, 1e9)
-        if settled.all():
+        keep = ~settled
+        if not keep.any():
             break
-    return theta, cost
+        active, r, jac, w, cost, damping = (
+            active[keep],
+            r[keep],
+            jac[keep],
+            w[keep],
+            cost[keep],
+            damping[keep],
+        )
+    return theta, costs

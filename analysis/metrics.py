@@ -111,6 +111,7 @@ def best_over_lr(store: Store) -> pd.DataFrame:
     best = ranked.groupby(KEYS, sort=True).head(1).copy()
     n_lrs = runs.groupby(KEYS)["lr"].nunique().rename("n_lrs")
     best = best.merge(n_lrs, on=KEYS)
+    best["chance"] = best["chance_in"].fillna(best["chance_out"])
 
     horizon = horizons(store.evals[store.evals["run_id"].isin(best["run_id"])])
     if not horizon.empty:
@@ -149,7 +150,7 @@ def cell_summary(best: pd.DataFrame) -> pd.DataFrame:
     summary["state_size"] = grouped["state_size"].mean()
     summary["pattern"] = grouped["pattern"].first()
     summary["neg_eigval"] = grouped["neg_eigval"].first()
-    summary["chance"] = grouped["chance_in"].mean()
+    summary["chance"] = grouped["chance"].mean()
     for column in ("scaled_in", "scaled_out"):
         summary[f"{column}_min"] = grouped[column].min()
         summary[f"{column}_max"] = grouped[column].max()

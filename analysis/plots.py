@@ -150,7 +150,7 @@ def size_to_solve(
                 if len(fit.boot):
                     lo, hi = fit.band(grid)
                     ax.fill_between(grid, lo, hi, color=colours[arch], alpha=0.15, lw=0)
-        ax.axhline(rows["chance_in"].mean(), color="0.4", ls=":", lw=1, label="chance")
+        ax.axhline(rows["chance"].mean(), color="0.4", ls=":", lw=1, label="chance")
         ax.axhline(HORIZON_THRESHOLD, color="0.4", ls="--", lw=0.8, label="target 0.9")
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)

@@ -59,7 +59,7 @@ def analyse(store: Store, n_boot: int = N_BOOT, seed: int = 0) -> Analysis:
             continue
         for region in ("in", "out"):
             points = rows.dropna(subset=[f"tok_{region}"])
-            chance = float(points["chance_in"].mean()) if len(points) else np.nan
+            chance = float(points["chance"].mean()) if len(points) else 0.0
             try:
                 solve_fits[(task, arch, region)] = fit_size_to_solve(
                     points["n_params"], points[f"tok_{region}"], chance, SOLVE_TARGET, n_boot, seed
@@ -91,6 +91,7 @@ def header_table(analysis: Analysis) -> pd.DataFrame:
         ("created", sweep.get("created_at", "—")),
         ("runs started / finished", f"{_first(runs['started_at'])} → {_last(runs['finished_at'])}"),
         ("device", ", ".join(devices) or "—"),
+        ("compute", f"{runs['wall_seconds'].fillna(0).sum() / 3600:.2f} h of run wall time"),
         (
             "runs",
             f"{len(runs)} total: {counts['done']} done, {counts['failed']} failed, "
