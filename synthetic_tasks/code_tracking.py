@@ -157,15 +157,16 @@ class VariableTracking(Task):
             or not 2 <= modulus <= 1000
         ):
             raise ValueError(f"parameter 'modulus' must be an int in [2, 1000], got {modulus!r}")
+        if isinstance(statements, str):
+            statements = [kind.strip() for kind in statements.split(",")]
         if (
-            isinstance(statements, str)
-            or not statements
+            not statements
             or any(s not in STATEMENTS for s in statements)
             or len(set(statements)) != len(statements)
         ):
             raise ValueError(
-                f"parameter 'statements' must be a non-empty list of distinct kinds from "
-                f"{list(STATEMENTS)}, got {statements!r}"
+                f"parameter 'statements' must be a non-empty list (or comma-separated string) of "
+                f"distinct kinds from {list(STATEMENTS)}, got {statements!r}"
             )
         if (
             isinstance(print_prob, bool)

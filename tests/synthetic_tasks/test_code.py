@@ -288,3 +288,9 @@ def test_boolean_formula_value_is_balanced():
 def test_bad_structural_parameters_raise(name, params, named):
     with pytest.raises(ValueError, match=named):
         make_task(name, **params)
+
+
+def test_variable_tracking_takes_statements_as_a_comma_separated_string():
+    task = make_task("variable_tracking", statements="swap, add")
+    assert task.params()["statements"] == ["add", "swap"]
+    assert make_task("variable_tracking", **task.params()).params() == task.params()
