@@ -289,7 +289,7 @@ class StraightLinePrograms(Task):
     """Straight-line programs with ``if`` and ``for``, one token per character.
 
     Characters (ids in this order): newline, space, ``( ) * + - : < = > _``, ``0``-``9``,
-    ``a``-``z``; then pad. An example (digits=2, nesting=2, num_statements=4)::
+    ``a``-``z``; then pad. An example (digits=2, nesting=2, num_statements=3)::
 
         q = 58
         for _ in range(3):
@@ -297,9 +297,9 @@ class StraightLinePrograms(Task):
                 q = q + 17
         k = q * 4
         print(k)
-        356
+        368
 
-    The targets are the printed characters ``356`` and the final newline, each due one position
+    The targets are the printed characters ``368`` and the final newline, each due one position
     earlier (the first at the newline after ``print(k)``). ``digits`` is the number of digits of
     every constant (one-digit multipliers and loop counts aside), ``nesting`` the deepest
     ``for``/``if`` nesting allowed, ``num_statements`` the top-level statements before the print.
