@@ -1,14 +1,13 @@
 """Benchmark chunk_ssd (ours) against fla-core's chunk_simple_gla and the naive PyTorch loop (GPU).
 
-    python benchmarks/bench_ssd.py [--explore] [--json PATH]
+    python benchmarks/bench_ssd.py [--impls ours,fla,naive] [--json PATH]
 
 For each shape (B, T, H, P=V, N=K), bf16 inputs, n_groups = 1 for ours (Mamba2's default; fla has
 no grouping, so it gets per-head q = C, k = dt·B, v = x, g = dt·A prepared outside the timed call;
 ours also applies D): GPU kernel time per call (profiler sum of device activity), launches per call,
 wall time per call (triton.testing.do_bench median), the ratio to fla, and the bytes / FLOPs floor of
-the chunked algorithm (H100 SXM: 3.35 TB/s, 989 TFLOP/s bf16 dense).
---explore instead compares launch variants of ours (dot precision, pipelining stages, V split) and
-their bf16 accuracy against the float64 recurrence.
+the chunked algorithm (H100 SXM: 3.35 TB/s, 989 TFLOP/s bf16 dense). fla autotunes on its first
+call at each shape, which takes about a minute per shape; --impls leaves implementations out.
 """
 
 import argparse
@@ -18,7 +17,6 @@ import time
 import torch
 import triton
 
-import kernels.ssd.chunk as ssd_chunk
 from kernels.ssd import chunk_ssd, naive_recurrent_ssd
 
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
@@ -78,7 +76,6 @@ def floor_ms(shape, backward):
 
 def callables(shape):
     ours, fla_in = make(shape, requires_grad=True)
-    from fla.ops.simple_gla import chunk_simple_gla
 
     y, _ = chunk_ssd(**ours)
     dy = torch.randn_like(y)
@@ -94,10 +91,14 @@ def callables(shape):
         return torch.autograd.grad(y, ours_leaves, dy)
 
     def fla_fwd():
+        from fla.ops.simple_gla import chunk_simple_gla
+
         with torch.no_grad():
             return chunk_simple_gla(**fla_in, scale=1.0)
 
     def fla_fwd_bwd():
+        from fla.ops.simple_gla import chunk_simple_gla
+
         o, _ = chunk_simple_gla(**fla_in, scale=1.0)
         return torch.autograd.grad(o, fla_leaves, dy)
 
@@ -127,96 +128,52 @@ def timed_once_ms(fn):
 
 
 def main_bench(args):
+    impls = args.impls.split(",")
     rows = []
     for shape in SHAPES:
         fns = callables(shape)
         for mode, idx in (("fwd", 0), ("fwd+bwd", 1)):
             row = dict(shape=shape, mode=mode, floor_ms=floor_ms(shape, idx == 1))
             for name in ("ours", "fla"):
-                gpu, launches = gpu_time_and_launches(fns[name][idx])
-                row[name] = dict(gpu_ms=gpu, launches=launches, wall_ms=wall_ms(fns[name][idx]))
-            scale = max(1.0, shape[1] / NAIVE_MAX_T)
-            row["naive"] = dict(wall_ms=timed_once_ms(fns["naive"][idx]) * scale, scaled_by=scale)
+                if name in impls:
+                    gpu, launches = gpu_time_and_launches(fns[name][idx])
+                    row[name] = dict(gpu_ms=gpu, launches=launches, wall_ms=wall_ms(fns[name][idx]))
+            if "naive" in impls:
+                scale = max(1.0, shape[1] / NAIVE_MAX_T)
+                row["naive"] = dict(wall_ms=timed_once_ms(fns["naive"][idx]) * scale, scaled_by=scale)
             rows.append(row)
             print(json.dumps(row), flush=True)
         del fns
         torch.cuda.empty_cache()
     print()
-    hdr = (f"{'shape (B,T,H,P,N)':24} {'mode':8} {'ours gpu':>9} {'fla gpu':>9} {'ratio':>6} "
-           f"{'ours wall':>9} {'fla wall':>9} {'ratio':>6} {'launch o/f':>10} {'naive':>9} {'×naive':>7} "
-           f"{'floor':>7}")
-    print(hdr)
+    print(f"{'shape (B,T,H,P,N)':24} {'mode':8} {'impl':6} {'gpu ms':>8} {'wall ms':>9} {'launches':>8} "
+          f"{'gpu/fla':>7} {'wall/fla':>8} {'naive/wall':>10} {'floor ms':>8}")
     for r in rows:
-        o, f = r["ours"], r["fla"]
-        print(f"{str(tuple(r['shape'])):24} {r['mode']:8} {o['gpu_ms']:9.4f} {f['gpu_ms']:9.4f} "
-              f"{o['gpu_ms'] / f['gpu_ms']:6.2f} {o['wall_ms']:9.4f} {f['wall_ms']:9.4f} "
-              f"{o['wall_ms'] / f['wall_ms']:6.2f} {o['launches']:4.0f}/{f['launches']:<5.0f} "
-              f"{r['naive']['wall_ms']:9.1f} {r['naive']['wall_ms'] / o['wall_ms']:7.0f} "
-              f"{r['floor_ms']:7.4f}")
+        for name in ("ours", "fla"):
+            if name not in r:
+                continue
+            m, f = r[name], r.get("fla")
+            ratios = (f"{m['gpu_ms'] / f['gpu_ms']:7.2f} {m['wall_ms'] / f['wall_ms']:8.2f}" if f
+                      else f"{'-':>7} {'-':>8}")
+            naive = f"{r['naive']['wall_ms'] / m['wall_ms']:10.0f}" if "naive" in r else f"{'-':>10}"
+            print(f"{str(tuple(r['shape'])):24} {r['mode']:8} {name:6} {m['gpu_ms']:8.4f} "
+                  f"{m['wall_ms']:9.4f} {m['launches']:8.1f} {ratios} {naive} {r['floor_ms']:8.4f}")
     return rows
-
-
-def accuracy(shape, neg):
-    """bf16 relative RMS of y, final state and gradients against the float64 recurrence."""
-    ours, _ = make(shape, requires_grad=True, seed=1)
-    ref_in = {k: v.detach().double().requires_grad_(True) for k, v in ours.items()}
-    y, s = chunk_ssd(**ours, output_final_state=True, allow_neg_eigval=neg)
-    y0, s0 = naive_recurrent_ssd(**ref_in, output_final_state=True, allow_neg_eigval=neg)
-    dy = torch.randn_like(y)
-    ds = torch.randn_like(s)
-    g = torch.autograd.grad((y.float() * dy.float()).sum() + (s * ds).sum(), tuple(ours.values()))
-    g0 = torch.autograd.grad((y0 * dy.double()).sum() + (s0 * ds.double()).sum(), tuple(ref_in.values()))
-
-    def rel(a, b):
-        return ((a.double() - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt()).item()
-
-    out = {"y": rel(y, y0), "state": rel(s, s0)}
-    out |= {f"d{k}": rel(a, b) for k, a, b in zip(ours, g, g0)}
-    return out
-
-
-def main_explore(args):
-    base_config = ssd_chunk._launch_config
-    variants = [
-        dict(name="tf32 ns2", BF16_DOTS="tf32", NUM_STAGES=2, MIN_PROGRAMS=128),
-        dict(name="bf16 ns2", BF16_DOTS="bf16", NUM_STAGES=2, MIN_PROGRAMS=128),
-        dict(name="tf32 ns3", BF16_DOTS="tf32", NUM_STAGES=3, MIN_PROGRAMS=128),
-        dict(name="tf32 ns2 mp256", BF16_DOTS="tf32", NUM_STAGES=2, MIN_PROGRAMS=256),
-        dict(name="tf32 ns2 mp64", BF16_DOTS="tf32", NUM_STAGES=2, MIN_PROGRAMS=64),
-        dict(name="bf16 ns3 mp256", BF16_DOTS="bf16", NUM_STAGES=3, MIN_PROGRAMS=256),
-    ]
-    for v in variants:
-        for key in ("BF16_DOTS", "NUM_STAGES", "MIN_PROGRAMS"):
-            setattr(ssd_chunk, key, v[key])
-        warps = v.get("warps")
-        ssd_chunk._launch_config = (base_config if warps is None else
-                                    (lambda *a, w=warps: (*base_config(*a)[:3], w)))
-        for shape in SHAPES:
-            fns = callables(shape)
-            t_f, _ = gpu_time_and_launches(fns["ours"][0], reps=5)
-            t_fb, _ = gpu_time_and_launches(fns["ours"][1], reps=5)
-            print(f"{v['name']:16} {str(shape):26} fwd {t_f:8.4f} ms  fwd+bwd {t_fb:8.4f} ms", flush=True)
-        if v["name"] in ("tf32 ns2", "bf16 ns2"):
-            for neg in (False, True):
-                acc = accuracy((2, 512, 4, 64, 64), neg)
-                errs = " ".join(f"{k} {e:.1e}" for k, e in acc.items())
-                print(f"{v['name']:16} accuracy neg={neg}: {errs}")
-    ssd_chunk._launch_config = base_config
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--explore", action="store_true")
+    parser.add_argument("--impls", default="ours,fla,naive")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    try:
-        import fla.ops.common.chunk_o as fla_chunk_o
-
+    if "fla" in args.impls:
+        try:
+            import fla.ops.common.chunk_o as fla_chunk_o
+        except ImportError as err:
+            raise SystemExit("fla-core is needed: pip install fla-core==0.6.0") from err
         fla_chunk_o.TRITON_ABOVE_3_7_1 = True  # fla 0.6.0 refuses its backward on triton 3.6 otherwise
-    except ImportError as err:
-        raise SystemExit("fla-core is needed: pip install fla-core==0.6.0") from err
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    rows = main_explore(args) if args.explore else main_bench(args)
+    rows = main_bench(args)
     if args.json and rows:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
