@@ -294,3 +294,20 @@ def test_variable_tracking_takes_statements_as_a_comma_separated_string():
     task = make_task("variable_tracking", statements="swap, add")
     assert task.params()["statements"] == ["add", "swap"]
     assert make_task("variable_tracking", **task.params()).params() == task.params()
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("boolean_formula", {"notation": "infix"}),
+        ("variable_tracking", {"modulus": 97, "statements": ["add", "swap"], "print_prob": 1.0}),
+        ("state_based_recall", {"supervision": "dense", "num_addresses": 64}),
+    ],
+)
+@given(seed=seeds)
+def test_structural_variants_agree_with_their_oracles(name, params, seed):
+    task = make_task(name, **params)
+    for ranges in (task.train_range, task.eval_range):
+        batch = task.sample(seed, 3, **ranges)
+        for i in range(3):
+            assert ORACLES[name](task, _tokens(task, batch, i)) == _supervised(batch, i)
