@@ -341,11 +341,14 @@ def chunk_gated_delta_rule_bwd_kernel(
         tl.trans(b_B), b_k, input_precision=PRECISION
     )
 
-    b_dG = b_sqh * b_eG * scale - b_skh * b_beta * b_eG - b_r
-    b_dG += tl.sum(b_D1, 1) - tl.sum(b_D1, 0) + tl.sum(b_D2, 1) - tl.sum(b_D2, 0)
-    b_dGl = tl.sum(tl.sum(b_hdh, 1), 0) * tl.exp(b_Gl) + tl.sum(b_r, 0)
-    b_dG += tl.where(o_c == C - 1, b_dGl, 0.0)
-    b_dg = tl.sum(b_dG, 0) - tl.cumsum(b_dG, 0) + b_dG  # G is a cumsum of g: reverse cumsum
+    # dg_s = Σ_{i≥s} ∂L/∂G_i, formed without differences of large terms so that it stays accurate
+    # when decays are strong: a pairwise term D_ij e^{G_i − G_j} (j < i) depends on g_s for j < s ≤ i,
+    # and the k̃ term e^{G_C − G_j} on g_s for s > j.
+    b_dGp = b_sqh * b_eG * scale - b_skh * b_beta * b_eG  # terms in e^{G_i}
+    b_dGp += tl.where(o_c == C - 1, tl.sum(tl.sum(b_hdh, 1), 0) * tl.exp(b_Gl), 0.0)
+    b_D = tl.where(m_strict, b_D1, 0.0) + b_D2  # the diagonal carries no decay
+    b_R = tl.cumsum(b_D, 1) - b_D  # R_is = Σ_{j<s} D_ij
+    b_dg = tl.sum(tl.where(o_c[:, None] >= o_c[None, :], b_dGp[:, None] + b_R, b_r[:, None]), 0)
 
     if USE_L2NORM:
         b_dq = (b_dq - b_q * tl.sum(b_q * b_dq, 1)[:, None]) * b_rq[:, None]

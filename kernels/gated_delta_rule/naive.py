@@ -64,13 +64,14 @@ def naive_recurrent_gated_delta_rule(
         q, k = l2norm(q), l2norm(k)
     scale = K**-0.5 if scale is None else scale
     h = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dt)
+    decay = g.exp()[..., None, None]  # [B, T, H, 1, 1]
     outs = []
     for t in range(T):
-        k_t = k[:, t]  # [B, H, K]
-        h = h * g[:, t].exp()[..., None, None]
-        delta = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhkv,bhk->bhv", h, k_t))  # [B, H, V]
-        h = h + k_t[..., :, None] * delta[..., None, :]
-        outs.append(scale * torch.einsum("bhkv,bhk->bhv", h, q[:, t]))
+        k_t = k[:, t, :, None, :]  # [B, H, 1, K]
+        h = h * decay[:, t]
+        delta = beta[:, t, :, None, None] * (v[:, t, :, None, :] - k_t @ h)  # [B, H, 1, V]
+        h = h + k_t.transpose(-1, -2) @ delta
+        outs.append(scale * (q[:, t, :, None, :] @ h).squeeze(-2))
     o = torch.stack(outs, 1) if T > 0 else v.new_zeros(B, 0, H, V, dtype=dt)  # [B, T, H, V]
     return o.to(v.dtype), (h if output_final_state else None)
 
