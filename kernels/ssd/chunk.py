@@ -8,6 +8,8 @@ by chunk in parallel (torch sums the K-side partials over V-blocks and over the 
 The derivation is in README.md.
 """
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -389,6 +391,9 @@ def _check(x, dt, A, B, C, D, initial_state, backend):
     if initial_state is not None and tuple(initial_state.shape) != (n_batch, num_heads, dim_k, dim_v):
         raise ValueError(f"initial_state must be [B, H, K, V] = {(n_batch, num_heads, dim_k, dim_v)}, "
                          f"got {tuple(initial_state.shape)}")
+    if backend == "triton" and x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got device "
+                         f"{x.device}; use backend='torch'")
     if backend == "triton" and (dim_k > 256 or dim_v > 128):
         raise ValueError(f"the triton backend takes K (d_state) <= 256 and V (headdim) <= 128, "
                          f"got K = {dim_k}, V = {dim_v}; use backend='torch'")

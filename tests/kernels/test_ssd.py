@@ -183,7 +183,7 @@ def test_gradcheck_float64(neg, backend):
     assert torch.autograd.gradcheck(f, [v.clone().requires_grad_(True) for v in inputs.values()])
 
 
-def test_bad_inputs_raise_value_error():
+def test_bad_inputs_raise_value_error(monkeypatch):
     inputs = make_inputs(1, 4, 3, 1, 4, 4)
     with pytest.raises(ValueError, match="A must be"):
         chunk_ssd(**(inputs | {"A": inputs["A"][:2]}), backend="torch")
@@ -191,6 +191,11 @@ def test_bad_inputs_raise_value_error():
         chunk_ssd(**inputs, backend="cuda")
     with pytest.raises(ValueError, match="n_groups"):
         chunk_ssd(**(inputs | {"B": inputs["B"].repeat(1, 1, 2, 1), "C": inputs["C"].repeat(1, 1, 2, 1)}))
+    if DEVICE == "cpu":
+        with monkeypatch.context() as m:
+            m.delenv("TRITON_INTERPRET", raising=False)
+            with pytest.raises(ValueError, match="CUDA tensors"):
+                chunk_ssd(**inputs)
     big = make_inputs(1, 2, 1, 1, 300, 4)
     with pytest.raises(ValueError, match="K <= 256|K \\(d_state\\)"):
         chunk_ssd(**big)
