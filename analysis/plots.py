@@ -14,15 +14,10 @@ from matplotlib.ticker import ScalarFormatter
 
 from analysis.fits import PowerLawFit, SolveFit
 from analysis.metrics import HORIZON_THRESHOLD, MOVED
-from analysis.verdict import is_hybrid
+from analysis.order import arch_order, task_order
 
 DPI = 110
 TRAIN_SHADE = {"color": "0.85", "alpha": 0.6, "zorder": 0}
-
-
-def arch_order(archs) -> list[str]:
-    """Pure mixers first (A, then recurrent), then hybrids by pattern length and name."""
-    return sorted(set(archs), key=lambda arch: (is_hybrid(arch.split("-")[0]), len(arch.split("-")[0]), arch))
 
 
 def arch_colours(archs) -> dict[str, tuple]:
@@ -45,7 +40,7 @@ def heatmap(summary: pd.DataFrame, path: Path) -> Path:
     """Task x arch scaled accuracy (in range and out of range) at each task's largest size."""
     largest = summary.groupby("task_label")["target_params"].transform("max")
     top = summary[summary["target_params"] == largest]
-    tasks = sorted(top["task_label"].unique())
+    tasks = task_order(top["task_label"])
     archs = arch_order(top["arch"])
     panels = [("scaled_in", "in range"), ("scaled_out", "out of range")]
     grids = [

@@ -28,6 +28,7 @@ from analysis.tables import (
     scaling_table,
     solve_table,
     summary_table,
+    verdict_overview_table,
     verdict_table,
 )
 from analysis.verdict import MIN_SEEDS, TIE_BAND
@@ -127,6 +128,9 @@ def build_blocks(analysis: Analysis, figure_dir: Path) -> list[Block]:
                 "wholly below the best part's, `no` when wholly above, `unclear` when they overlap, "
                 "`n/a` without fits (one size)."
             ),
+            Prose("At each task's largest size (out-of-range verdict, gap in scaled accuracy):"),
+            Table(verdict_overview_table(analysis)),
+            Prose("Every size, with CIs:"),
             Table(verdict_table(analysis)),
         ]
     for task in analysis.tasks:

@@ -21,7 +21,8 @@ from analysis.metrics import (
     has_moved,
     horizon_columns,
 )
-from analysis.plots import arch_order, format_count
+from analysis.order import arch_order, task_order
+from analysis.plots import format_count
 from analysis.verdict import hybrid_verdicts
 
 SOLVE_TARGET = HORIZON_THRESHOLD
@@ -40,7 +41,7 @@ class Analysis:
 
     @property
     def tasks(self) -> list[str]:
-        return sorted(self.summary["task_label"].unique())
+        return task_order(self.summary["task_label"])
 
 
 def analyse(store: Store, n_boot: int = N_BOOT, seed: int = 0) -> Analysis:
@@ -117,7 +118,7 @@ def heatmap_table(analysis: Analysis) -> pd.DataFrame:
     summary = analysis.summary
     top = summary[summary["target_params"] == summary.groupby("task_label")["target_params"].transform("max")]
     grid = top.pivot(index="task_label", columns="arch", values="scaled_out")
-    grid = grid.reindex(index=sorted(grid.index), columns=arch_order(grid.columns))
+    grid = grid.reindex(index=task_order(grid.index), columns=arch_order(grid.columns))
     table = grid.map(_fmt_acc).reset_index().rename(columns={"task_label": "task"})
     table.columns.name = None
     return table
@@ -161,6 +162,24 @@ def summary_table(analysis: Analysis, task: str) -> pd.DataFrame:
         if column.removeprefix("horizon_") in knobs:
             table[f"horizon: {column.removeprefix('horizon_')}"] = rows[column].map(_fmt_int)
     return table.reset_index(drop=True)
+
+
+def verdict_overview_table(analysis: Analysis) -> pd.DataFrame:
+    """Task x hybrid at each task's largest size: the out-of-range verdict and gap."""
+    v = analysis.verdicts
+    v = v[v["target_params"] == v.groupby("task_label")["target_params"].transform("max")]
+    cells = v.assign(
+        cell=[
+            f"{word} ({gap:+.2f})" if pd.notna(gap) else word for word, gap in zip(v["verdict"], v["gap_out"])
+        ]
+    )
+    grid = cells.pivot(index="task_label", columns="hybrid", values="cell")
+    grid = grid.reindex(index=task_order(grid.index), columns=arch_order(grid.columns)).fillna("—")
+    sizes = v.groupby("task_label")["target_params"].first().map(format_count)
+    table = grid.reset_index().rename(columns={"task_label": "task"})
+    table.insert(1, "size", table["task"].map(sizes))
+    table.columns.name = None
+    return table
 
 
 def verdict_table(analysis: Analysis) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits import LEVEL, N_BOOT, SolveFit
+from analysis.order import arch_order, is_hybrid, task_order
 
 TIE_BAND = 0.02
 MIN_SEEDS = 2
@@ -55,10 +56,6 @@ VERDICT_COLUMNS = [
     "smaller_size_to_solve",
     "note",
 ]
-
-
-def is_hybrid(pattern: str) -> bool:
-    return len(set(pattern)) >= 2
 
 
 def classify(lo: float, hi: float, enough_seeds: bool, tie: float = TIE_BAND) -> str:
@@ -123,7 +120,7 @@ def hybrid_verdicts(
     rows = []
     for (task, size), cell in best.groupby(["task_label", "target_params"], sort=True):
         archs = cell.drop_duplicates("arch").set_index("arch")
-        for hybrid in sorted(a for a in archs.index if is_hybrid(archs.at[a, "pattern"])):
+        for hybrid in [a for a in archs.index if is_hybrid(archs.at[a, "pattern"])]:
             pattern, neg_eigval = archs.at[hybrid, "pattern"], int(archs.at[hybrid, "neg_eigval"])
             parts, missing = part_arches(cell, pattern, neg_eigval)
             arms = {arch: cell[cell["arch"] == arch] for arch in [hybrid, *parts]}
@@ -161,7 +158,14 @@ def hybrid_verdicts(
             row["smaller_size_to_solve"] = _compare_solve(solve_fits, task, hybrid, parts)
             row["note"] = "; ".join(notes)
             rows.append(row)
-    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    tasks = {task: i for i, task in enumerate(task_order(frame["task_label"]))}
+    archs = {arch: i for i, arch in enumerate(arch_order(frame["hybrid"]))}
+    keys = [
+        (tasks[t], s, archs[h])
+        for t, s, h in zip(frame["task_label"], frame["target_params"], frame["hybrid"])
+    ]
+    return frame.iloc[sorted(range(len(frame)), key=keys.__getitem__)].reset_index(drop=True)
 
 
 def _resampled_means(values: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from analysis.load import load_store
 from analysis.report import write_report
-from analysis.tables import analyse, heatmap_table, summary_table, verdict_table
+from analysis.tables import analyse, heatmap_table, summary_table, verdict_overview_table, verdict_table
 from sweeps.cli import main
 from tests.analysis.synthetic_store import SCHEMA, build_store
 
@@ -89,6 +89,12 @@ def test_markdown_tables_match_the_frames(demo):
     assert verdicts.loc["state_based_recall", "verdict"] == "hybrid exceeds parts"
     assert verdicts.loc["parity", "verdict"] == "ties"  # G alone already solves parity
     assert shown["out: hybrid"].tolist() == [f"{v:.3f}" for v in analysis.verdicts["hybrid_out"]]
+
+    overview = verdict_overview_table(analysis)
+    assert (
+        overview.set_index("task").loc["state_based_recall", "GGGA"].startswith("hybrid exceeds parts (+0.")
+    )
+    pd.testing.assert_frame_equal(_find(tables, overview.columns), overview, check_dtype=False)
 
     for task in analysis.tasks:
         expected = summary_table(analysis, task)
