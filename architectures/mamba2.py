@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from architectures.conv import ShortConv
+from architectures.decay import init_A_log, init_dt_bias
+from architectures.norm import GatedRMSNorm
+from kernels.ssd import chunk_ssd
+
+if TYPE_CHECKING:
+    from architectures.config import ModelConfig
+
+
+class Mamba2(nn.Module):
+    """The Mamba2 layer (Dao & Gu 2024).
+
+    One in-projection to z, x, B, C and dt; a short causal conv and SiLU on (x, B, C); the SSD
+    recurrence S_t = a_t S_{t-1} + dt_t B_t x_t^T, y_t = S_t^T C_t + D x_t per head, with
+    a_t = exp(-exp(A_log) dt_t) (or 2 a_t - 1 with allow_neg_eigval, reaching -1); then an RMSNorm
+    of y * silu(z) over the whole inner width and the output projection.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H, P = config.n_heads, config.mamba_head_dim
+        G, N = config.ssd_groups, config.ssd_state
+        inner = config.mamba_inner
+        self.n_heads, self.head_dim, self.n_groups, self.d_state = H, P, G, N
+        self.allow_neg_eigval, self.backend = config.allow_neg_eigval, config.backend
+        self.split = [inner, inner + 2 * G * N, H]  # z, (x, B, C), dt
+        self.in_proj = nn.Linear(config.d_model, sum(self.split), bias=False)
+        self.conv = ShortConv(inner + 2 * G * N, config.conv_size, bias=True)
+        self.A_log = nn.Parameter(torch.empty(H))
+        self.dt_bias = nn.Parameter(torch.empty(H))
+        self.D = nn.Parameter(torch.empty(H))
+        self.norm = GatedRMSNorm(inner, config.norm_eps, norm_before_gate=False)
+        self.out_proj = nn.Linear(inner, config.d_model, bias=False)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        H, P, G, N = self.n_heads, self.head_dim, self.n_groups, self.d_state
+        z, xbc, dt = self.in_proj(x).split(self.split, dim=-1)
+        xs, b, c = F.silu(self.conv(xbc)).split([H * P, G * N, G * N], dim=-1)
+        y, _ = chunk_ssd(
+            xs.reshape(B, T, H, P),
+            F.softplus(dt.float() + self.dt_bias.float()),  # [B, T, H]
+            -self.A_log.float().exp(),  # [H]
+            b.reshape(B, T, G, N),
+            c.reshape(B, T, G, N),
+            D=self.D.float(),
+            allow_neg_eigval=self.allow_neg_eigval,
+            backend=self.backend,
+        )  # [B, T, H, P]
+        return self.out_proj(self.norm(y.reshape(B, T, H * P), z))
+
+    def init_weights(self, generator):
+        self.conv.init_weights(generator)
+        with torch.no_grad():
+            self.A_log.copy_(init_A_log(self.n_heads, generator, 1.0, 16.0))
+            self.dt_bias.copy_(init_dt_bias(self.n_heads, generator))
+            self.D.fill_(1.0)
+
+    def state_size(self, seq_len: int) -> int:
+        """The N x P state of every head plus the conv buffer; independent of seq_len."""
+        return self.n_heads * self.head_dim * self.d_state + self.conv.state_size()
