@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait as wait_connections
 
@@ -64,7 +65,11 @@ def _worker_main(conn, gpu: int | None, run_fn: Callable, parent: int) -> None:
         if run is None:
             return
         config = {k: v for k, v in run.items() if k != "run_id"}
-        conn.send((run["run_id"], run_fn(config, device=device, threads=1)))
+        try:
+            result = run_fn(config, device=device, threads=1)
+        except Exception:  # sweeps.train.run never raises; another run_fn might
+            result = {"status": "failed", "error": traceback.format_exc()[-6000:]}
+        conn.send((run["run_id"], result))
 
 
 class _Slot:

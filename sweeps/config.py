@@ -272,6 +272,21 @@ def _ranges(table, task, where: str, defaults: dict) -> dict[str, tuple[int, int
     return out
 
 
+def _check_sampling(task, train: dict, evals: dict, axes: list[str], where: str) -> None:
+    """Draw one example at the corners a run will visit, so that knobs that constrain each other
+    (e.g. more variables than bits) fail here rather than inside a worker."""
+    corners = [train]
+    for knob in axes:
+        lo = min(train[knob][0], evals[knob][0])
+        hi = max(train[knob][1], evals[knob][1])
+        corners += [{**train, knob: lo}, {**train, knob: hi}]
+    for ranges in corners:
+        try:
+            task.sample(0, 1, **ranges)
+        except ValueError as error:
+            raise ValueError(f"{where}: impossible difficulty {ranges}: {error}") from None
+
+
 def _tasks(raw: dict) -> tuple[TaskSpec, ...]:
     tables = raw.get("task")
     if not isinstance(tables, list) or not tables:
@@ -307,6 +322,7 @@ def _tasks(raw: dict) -> tuple[TaskSpec, ...]:
                     )
         if not axes:
             raise ValueError(f"{where}.eval_axes must name at least one knob of {sorted(task.knobs)}")
+        _check_sampling(task, train, evals, axes, where)
         specs.append(
             TaskSpec(
                 name=name,
@@ -383,17 +399,25 @@ def _sweep_from_dict(raw: dict) -> SweepConfig:
                 f"model.n_layers = {model.n_layers} is not a multiple of the length of pattern "
                 f"{arch.pattern!r} (architecture {arch.name!r}); patterns are tiled over depth"
             )
+    # Cheap checks first; tasks last, since checking them draws examples.
+    sizes = _list(raw, "sizes", lambda v, k: _int(v, k, 1))
+    lrs = _list(raw, "lrs", lambda v, k: _float(v, k, 0.0, open_low=True))
+    seeds = _list(raw, "seeds", lambda v, k: _int(v, k, 0, 2**62))
+    train = _train(raw.get("train", {}))
+    device = _choice(raw.get("device", "auto"), "device", DEVICES)
+    kernel_backend = _choice(raw.get("kernel_backend", "auto"), "kernel_backend", KERNEL_BACKENDS)
+    max_attempts = _int(raw.get("max_attempts", 2), "max_attempts", 1, 100)
     return SweepConfig(
         name=name,
         description=description,
         tasks=_tasks(raw),
         archs=archs,
-        sizes=_list(raw, "sizes", lambda v, k: _int(v, k, 1)),
-        lrs=_list(raw, "lrs", lambda v, k: _float(v, k, 0.0, open_low=True)),
-        seeds=_list(raw, "seeds", lambda v, k: _int(v, k, 0, 2**62)),
+        sizes=sizes,
+        lrs=lrs,
+        seeds=seeds,
         model=model,
-        train=_train(raw.get("train", {})),
-        device=_choice(raw.get("device", "auto"), "device", DEVICES),
-        kernel_backend=_choice(raw.get("kernel_backend", "auto"), "kernel_backend", KERNEL_BACKENDS),
-        max_attempts=_int(raw.get("max_attempts", 2), "max_attempts", 1, 100),
+        train=train,
+        device=device,
+        kernel_backend=kernel_backend,
+        max_attempts=max_attempts,
     )

@@ -43,13 +43,13 @@ def eval_bins(train: tuple[int, int], evals: tuple[int, int], n_bins: int) -> li
     """Knob values to evaluate at: every value if few, else a geometric spread, ends included.
 
     The spread runs from the lower of the two ranges' lows to the higher of their highs, so that
-    in-range and out-of-range difficulty both show.
+    in-range and out-of-range difficulty both show; the training maximum is always a bin.
     """
     lo, hi = min(train[0], evals[0]), max(train[1], evals[1])
     if hi - lo + 1 <= n_bins:
         return list(range(lo, hi + 1))
     values = np.round(np.geomspace(max(lo, 1), hi, n_bins)).astype(int)
-    values = np.unique(np.concatenate([[lo], values[values >= lo], [hi]]))
+    values = np.unique(np.concatenate([[lo, train[1]], values[values >= lo], [hi]]))
     return [int(v) for v in values]
 
 

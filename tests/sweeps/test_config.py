@@ -1,0 +1,123 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeps.config import parse_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+name = "t"
+patterns = ["A", "GGGA"]
+sizes = [20000]
+lrs = [1e-3]
+seeds = [0, 1]
+
+[[arch]]
+name = "G-noneg"
+pattern = "G"
+neg_eigval = false
+
+[model]
+n_layers = 4
+
+[train]
+steps = 100
+warmup = 10
+
+[[task]]
+name = "parity"
+train = { length = [3, 10] }
+"""
+
+
+def test_good_config_parses_with_defaults_from_the_task():
+    config = parse_sweep(GOOD)
+    assert [a.name for a in config.archs] == ["A", "GGGA", "G-noneg"]
+    assert config.archs[2].neg_eigval is False and config.archs[0].neg_eigval is True
+    (task,) = config.tasks
+    assert dict(task.train_range) == {"length": (3, 10)}
+    assert dict(task.eval_range) == {"length": (40, 256)}  # the task's own evaluation range
+    assert task.eval_axes == ("length",)
+    assert config.n_runs == 1 * 3 * 1 * 1 * 2
+
+
+@pytest.mark.parametrize("name", ["demo", "reproduce"])
+def test_shipped_configs_validate(name):
+    from sweeps.config import load_sweep
+    from sweeps.runner import check_sizes
+
+    config, _ = load_sweep(ROOT / "sweeps" / "configs" / f"{name}.toml")
+    widths = check_sizes(config)
+    assert len(widths) == len(config.archs) * len(config.sizes)
+
+
+BAD = {
+    "unknown top-level key": (
+        GOOD.replace('name = "t"', 'name = "t"\nepochs = 3'),
+        ["'epochs'", "allowed keys"],
+    ),
+    "unknown nested key": (
+        GOOD.replace("steps = 100", "steps = 100\nbatchsize = 3"),
+        ["train.", "'batchsize'", "batch_size"],
+    ),
+    "unknown task": (GOOD.replace('name = "parity"', 'name = "parrity"'), ["'parrity'", "parity"]),
+    "unknown pattern letter": (GOOD.replace('"GGGA"', '"GGXA"'), ["'X'", "A, G, M"]),
+    "unknown knob": (GOOD.replace("length = [3, 10]", "size = [3, 10]"), ["'size'", "length"]),
+    "impossible range": (GOOD.replace("length = [3, 10]", "length = [10, 3]"), ["length", "allowed range"]),
+    "impossible value": (GOOD.replace("lrs = [1e-3]", "lrs = [-1.0]"), ["lrs[0]", "> 0"]),
+    "bad device": (
+        GOOD.replace("seeds = [0, 1]", 'seeds = [0, 1]\ndevice = "tpu"'),
+        ["device", "auto, cpu, cuda"],
+    ),
+    "depth not a multiple": (GOOD.replace("n_layers = 4", "n_layers = 3"), ["model.n_layers", "GGGA"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_configs_name_the_key_and_the_allowed_values(kind):
+    text, needles = BAD[kind]
+    with pytest.raises(ValueError) as info:
+        parse_sweep(text)
+    for needle in needles:
+        assert needle in str(info.value), (kind, str(info.value))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["unknown top-level key", "unknown task", "unknown pattern letter", "unknown knob", "impossible value"],
+)
+def test_cli_exits_2_and_writes_nothing(kind, tmp_path, capsys):
+    from sweeps.cli import main
+
+    text, needles = BAD[kind]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    for command in (["sweep", "run", str(path), "--out", str(out)], ["sweep", "plan", str(path)]):
+        with pytest.raises(SystemExit) as info:
+            main(command)
+        assert info.value.code == 2
+        assert needles[0] in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_exit_code_in_a_real_process(tmp_path):
+    text, needles = BAD["unknown knob"]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.cli", "sweep", "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert needles[0] in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
