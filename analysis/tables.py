@@ -67,6 +67,10 @@ def analyse(store: Store, n_boot: int = N_BOOT, seed: int = 0) -> Analysis:
                 )
             except ValueError as error:
                 task_notes.append(f"size to solve, {arch}, {region} range: not fitted ({error})")
+        if sizes < 3:
+            if best.loc[best["task_label"] == task, "target_params"].nunique() > 2:
+                task_notes.append(f"{arch} ran at {sizes} sizes only: no loss-scaling fit")
+            continue
         points = rows.dropna(subset=["loss_in"])
         try:
             power_fits[(task, arch)] = fit_power_law(points["n_params"], points["loss_in"], n_boot, seed)

@@ -130,6 +130,15 @@ def test_fits_and_their_figures_appear_with_several_sizes(tmp_path):
     assert text.count("| GGGA | out of range |") == 2
 
 
+def test_two_sizes_fit_size_to_solve_but_skip_loss_scaling(tmp_path):
+    sweep = build_store(tmp_path / "sweep", sizes=(30_000, 300_000), tasks=("parity",), failures=False)
+    names = {p.name for p in write_report(sweep, tmp_path / "out", n_boot=50)}
+    assert "solve_parity.png" in names and "scaling_parity.png" not in names
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Skipped: the loss-scaling fit needs runs at three or more sizes." in text
+    assert "not fitted" not in text
+
+
 def _run_cli(argv, capsys) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
