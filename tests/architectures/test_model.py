@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,3 +94,21 @@ def test_tiny_model_overfits_a_fixed_batch(pattern):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", ["A", "G", "M", "GMA"])
+def test_triton_and_torch_backends_agree(pattern):
+    # Run under TRITON_INTERPRET=1 on CPU (tests/conftest.py): keep it tiny.
+    config = tiny(pattern, d_model=8, n_heads=2, ssd_state=4, mlp_ratio=1.0, allow_neg_eigval=True)
+    inputs = torch.randint(0, 16, (1, 11), generator=torch.Generator().manual_seed(3))
+    results = []
+    for backend in ("torch", "triton"):
+        model = build(dataclasses.replace(config, backend=backend))
+        logits = model(inputs)
+        logits.pow(2).mean().backward()
+        results.append((logits, {name: p.grad for name, p in model.named_parameters()}))
+    (logits_torch, grads_torch), (logits_triton, grads_triton) = results
+    torch.testing.assert_close(logits_triton, logits_torch, atol=1e-4, rtol=1e-4)
+    for name, grad in grads_torch.items():
+        torch.testing.assert_close(grads_triton[name], grad, atol=1e-4, rtol=1e-3, msg=name)
