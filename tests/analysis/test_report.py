@@ -1,5 +1,7 @@
 import base64
 import sqlite3
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -162,3 +164,8 @@ def test_corrupt_store_exits_2_with_a_clear_message(tmp_path, capsys):
 def test_missing_sweep_exits_2(tmp_path, capsys):
     code, err = _run_cli(["report", str(tmp_path / "absent")], capsys)
     assert code == 2 and "no store at" in err
+
+
+def test_analysis_never_imports_torch():
+    code = "import sys, analysis.report; sys.exit('torch' in sys.modules or 'architectures' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
