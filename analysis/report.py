@@ -319,8 +319,12 @@ _VERDICT_CLASSES = {
 
 
 def _verdict_class(value) -> str:
-    name = _VERDICT_CLASSES.get(str(value))
-    return f' class="{name}"' if name else ""
+    """Colour verdict cells, including the overview's `word (+gap)` cells."""
+    text = str(value)
+    for word, name in _VERDICT_CLASSES.items():
+        if text == word or text.startswith(f"{word} ("):
+            return f' class="{name}"'
+    return ""
 
 
 def _prose_html(text: str) -> str:
