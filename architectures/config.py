@@ -19,7 +19,7 @@ class ModelConfig:
     d_model: int = 128
     n_layers: int = 4
     pattern: str = "A"
-    n_heads: int = 4  # attention, Gated DeltaNet and Mamba2 heads alike
+    n_heads: int = 4  # attention and Gated DeltaNet heads; Mamba2's too, or a multiple (mamba_heads)
     mlp_ratio: float = 4.0  # SwiGLU hidden width, see `mlp_hidden`
     pos: str = "rope"  # attention positions: "rope" | "none"
     allow_neg_eigval: bool = False  # G: beta in (0, 2); M: decay in (-1, 1)
@@ -30,13 +30,14 @@ class ModelConfig:
     ssd_state: int = 64  # M: state size N per head (the K of kernels.ssd)
     ssd_groups: int = 1  # M: number of B/C groups shared by the heads
     mamba_expand: int = 2  # M: inner width = mamba_expand * d_model
+    mamba_max_head_dim: int = 64  # M: more heads than n_heads where P would exceed this, see mamba_heads
     rope_base: float = 10_000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
 
     def __post_init__(self):
         for key in ("vocab_size", "d_model", "n_layers", "n_heads", "conv_size", "ssd_state",
-                    "ssd_groups", "mamba_expand"):
+                    "ssd_groups", "mamba_expand", "mamba_max_head_dim"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
         if not self.pattern:
@@ -65,9 +66,10 @@ class ModelConfig:
             raise ValueError(
                 f"gdn_expand_v={self.gdn_expand_v} times head dim {self.head_dim} must be an integer"
             )
-        if "M" in self.pattern and self.mamba_inner % self.n_heads:
+        if "G" in self.pattern and self.backend == "triton" and max(self.head_dim, self.gdn_head_v_dim) > 256:
             raise ValueError(
-                f"mamba_expand * d_model = {self.mamba_inner} must be divisible by n_heads={self.n_heads}"
+                f"backend='triton' takes Gated DeltaNet head dims up to 256, got key {self.head_dim} and "
+                f"value {self.gdn_head_v_dim}: raise n_heads={self.n_heads} or lower gdn_expand_v"
             )
         if "M" in self.pattern and self.n_heads % self.ssd_groups:
             raise ValueError(f"n_heads={self.n_heads} must be divisible by ssd_groups={self.ssd_groups}")
@@ -98,6 +100,15 @@ class ModelConfig:
         return self.mamba_expand * self.d_model
 
     @property
+    def mamba_heads(self) -> int:
+        """Mamba2's heads: n_heads, or the smallest multiple of it whose head dim P is at most
+        mamba_max_head_dim (the paper's P = 64), so that wide models get more heads as in Mamba2."""
+        heads = self.n_heads
+        while self.mamba_inner % heads or self.mamba_inner // heads > self.mamba_max_head_dim:
+            heads += self.n_heads
+        return heads
+
+    @property
     def mamba_head_dim(self) -> int:
         """Mamba2's P: the per-head slice of the inner width (the V of kernels.ssd)."""
-        return self.mamba_inner // self.n_heads
+        return self.mamba_inner // self.mamba_heads

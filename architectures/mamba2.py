@@ -26,7 +26,7 @@ class Mamba2(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        H, P = config.n_heads, config.mamba_head_dim
+        H, P = config.mamba_heads, config.mamba_head_dim
         G, N = config.ssd_groups, config.ssd_state
         inner = config.mamba_inner
         self.n_heads, self.head_dim, self.n_groups, self.d_state = H, P, G, N

@@ -32,6 +32,7 @@ def size_for(
     ssd_state: int = 64,
     ssd_groups: int = 1,
     mamba_expand: int = 2,
+    mamba_max_head_dim: int = 64,
     tolerance: float = 0.05,
 ) -> ModelConfig:
     """The config whose non-embedding parameter count is nearest `target_params`.
@@ -50,7 +51,7 @@ def size_for(
             n_heads=heads, mlp_ratio=mlp_ratio, pos=pos, allow_neg_eigval=allow_neg_eigval,
             backend=backend, tie_embeddings=tie_embeddings, conv_size=conv_size,
             gdn_expand_v=gdn_expand_v, ssd_state=ssd_state, ssd_groups=ssd_groups,
-            mamba_expand=mamba_expand,
+            mamba_expand=mamba_expand, mamba_max_head_dim=mamba_max_head_dim,
         )
 
     # Head dims must be even for RoPE and make gdn_expand_v * head_dim whole.

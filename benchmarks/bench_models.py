@@ -5,7 +5,7 @@
 One step = forward + cross-entropy + backward + AdamW (fused) on a fixed random batch, under bf16
 autocast on CUDA. Shapes (non-embedding parameter counts are printed per row):
   small   4 layers, d=128, 4 heads, B=64, T=256 (about 0.8 M for A)
-  20M     8 layers, d=448, 7 heads (head dim 64; Mamba2 head dim 128), T=512 (B=64) and T=4096 (B=8)
+  20M     8 layers, d=448, 7 heads of 64 (Mamba2: 14 of 64), T=512 (B=64) and T=4096 (B=8)
 The torch backend runs only at the small shape. With --with-fla, patterns holding G also run with
 fla-core's chunk_gated_delta_rule in place of ours. Each row warms up (Triton compiles and tunes
 there), then times steps for about --seconds. A config that fails prints its error and leaves its

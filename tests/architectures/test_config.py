@@ -61,3 +61,19 @@ def test_derived_widths():
     assert config.mlp_hidden == 341  # round(4 * 128 * 2 / 3)
     assert config.gdn_head_v_dim == 48
     assert config.mamba_head_dim == 64
+
+
+def test_wide_mamba_layers_get_more_heads_of_at_most_the_papers_head_dim():
+    narrow = ModelConfig(vocab_size=8, d_model=128, n_heads=4, pattern="M")
+    assert (narrow.mamba_heads, narrow.mamba_head_dim) == (4, 64)
+    wide = ModelConfig(vocab_size=8, d_model=448, n_heads=7, pattern="M")
+    assert (wide.mamba_heads, wide.mamba_head_dim) == (14, 64)
+    odd = ModelConfig(vocab_size=8, d_model=100, n_heads=2, pattern="M")  # inner 200 = 4 x 50
+    assert (odd.mamba_heads, odd.mamba_head_dim) == (4, 50)
+
+
+def test_triton_gdn_head_dims_are_bounded():
+    ModelConfig(vocab_size=8, d_model=512, n_heads=4, pattern="G", backend="triton")  # value dim 256
+    with pytest.raises(ValueError, match="n_heads=2"):
+        ModelConfig(vocab_size=8, d_model=512, n_heads=2, pattern="G", backend="triton")
+    ModelConfig(vocab_size=8, d_model=512, n_heads=2, pattern="G", backend="torch")
