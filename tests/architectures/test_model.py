@@ -112,3 +112,16 @@ def test_triton_and_torch_backends_agree(pattern):
     torch.testing.assert_close(logits_triton, logits_torch, atol=1e-4, rtol=1e-4)
     for name, grad in grads_torch.items():
         torch.testing.assert_close(grads_triton[name], grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+@pytest.mark.parametrize("pattern", ["A", "G", "M"])
+def test_bf16_autocast_runs_and_stays_close_to_fp32(pattern):
+    # The CPU stand-in for training under torch.autocast("cuda", dtype=torch.bfloat16).
+    model = build(tiny(pattern))
+    inputs = torch.randint(0, 16, (2, 20), generator=torch.Generator().manual_seed(4))
+    reference = model(inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(inputs)
+    logits.float().pow(2).mean().backward()
+    torch.testing.assert_close(logits.float(), reference, atol=2e-2, rtol=5e-2)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
