@@ -7,9 +7,11 @@ autocast on CUDA. Shapes (non-embedding parameter counts are printed per row):
   small   4 layers, d=128, 4 heads, B=64, T=256 (about 0.8 M for A)
   20M     8 layers, d=448, 7 heads of 64 (Mamba2: 14 of 64), T=512 (B=64) and T=4096 (B=8)
 The torch backend runs only at the small shape. With --with-fla, patterns holding G also run with
-fla-core's chunk_gated_delta_rule in place of ours. Each row warms up (Triton compiles and tunes
-there), then times steps for about --seconds. A config that fails prints its error and leaves its
-row marked; the others go on. --smoke: CPU-sized shapes and 2 steps, to check the script runs.
+fla-core's chunk_gated_delta_rule in place of ours (after all other rows: fla autotunes for about a
+minute per shape). Each row warms up (Triton compiles and tunes there), then times steps for about
+--seconds. A config that fails prints its error and leaves its row marked; the others go on; rows
+past --budget seconds are skipped; the table is rewritten after every row.
+--smoke: CPU-sized shapes and 2 steps, to check the script runs.
 """
 
 import argparse
@@ -75,14 +77,14 @@ def load_fla():
 
 
 def plan(shapes, with_fla):
-    """(shape, pattern, backend) rows in the order they run."""
-    rows = []
+    """(shape, pattern, backend) rows in the order they run; fla's last, as its autotuning is slow."""
+    rows, fla_rows = [], []
     for shape in shapes:
         for pattern in PATTERNS:
-            backends = ["triton"] + (["torch"] if shape.torch_backend else [])
-            backends += ["fla"] if with_fla and "G" in pattern else []
-            rows += [(shape, pattern, backend) for backend in backends]
-    return rows
+            rows.append((shape, pattern, "triton"))
+            rows += [(shape, pattern, "torch")] if shape.torch_backend else []
+            fla_rows += [(shape, pattern, "fla")] if with_fla and "G" in pattern else []
+    return rows + fla_rows
 
 
 def sync(device):
@@ -166,7 +168,7 @@ def table(results):
     for (shape, pattern, backend), r in results:
         lead = f"| {shape.name} | {pattern} | {backend} | {shape.batch} | {shape.seq_len} |"
         if "error" in r:
-            lines.append(f"{lead} failed: {r['error']} | | | | |")
+            lines.append(f"{lead} {r['error']} | | | | |")
             continue
         base = attention.get((shape, "triton" if backend == "fla" else backend))
         ratio = f"{r['steps_s'] / base:.2f}" if base else ""
@@ -182,6 +184,8 @@ def main():
     parser.add_argument("--with-fla", action="store_true", help="also time fla-core's GDN kernel")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU shapes, 2 steps")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed wall time per row")
+    parser.add_argument("--budget", type=float, default=210.0,
+                        help="wall seconds after which the remaining rows are skipped")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -192,11 +196,15 @@ def main():
     ours = gdn_layer.chunk_gated_delta_rule
     warmup, max_steps = (1, 2) if args.smoke else (5, 200)
     rows = plan(SMOKE_SHAPES if args.smoke else SHAPES, args.with_fla)
-    results = []
+    results, start = [], time.perf_counter()
     for shape, pattern, backend in rows:
         label = f"{shape.name} T={shape.seq_len} {pattern} {backend}"
         if backend == "fla" and fla_gdn is None:
-            results.append(((shape, pattern, backend), {"error": "fla not importable"}))
+            results.append(((shape, pattern, backend), {"error": "not run: fla not importable"}))
+            continue
+        if time.perf_counter() - start > args.budget:
+            skipped = {"error": f"not run: past --budget {args.budget:.0f} s"}
+            results.append(((shape, pattern, backend), skipped))
             continue
         gdn_layer.chunk_gated_delta_rule = fla_gdn if backend == "fla" else ours
         try:
@@ -205,16 +213,22 @@ def main():
         except Exception as error:  # one failing config must not stop the others
             traceback.print_exc()
             first_line = str(error).splitlines()[0][:120].replace("|", "/") if str(error) else ""
-            r = {"error": f"{type(error).__name__}: {first_line}"}
-            print(f"{label}: FAILED {r['error']}", flush=True)
+            r = {"error": f"failed: {type(error).__name__}: {first_line}"}
+            print(f"{label}: {r['error']}", flush=True)
         finally:
             gdn_layer.chunk_gated_delta_rule = ours
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         results.append(((shape, pattern, backend), r))
+        write(args.out, header(device, args.with_fla, fla_gdn is not None) + "\n" + table(results))
     text = header(device, args.with_fla, fla_gdn is not None) + "\n" + table(results)
+    write(args.out, text)
     print(text)
-    with open(args.out, "w") as f:
+
+
+def write(path, text):
+    """Rewritten after every row, so that a run killed from outside still leaves its table."""
+    with open(path, "w") as f:
         f.write(text)
 
 
