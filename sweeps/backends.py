@@ -4,7 +4,7 @@ Both are *executors* with the same three calls — `submit(run)`, `wait(timeout)
 result)]`, `close()` — and a `capacity` (runs in flight at once). The driver (`drive`) hands them
 plain JSON run dicts and writes every result to the store itself; workers never touch the store.
 
-Local on GPUs: worker *i* sees only GPU ``i // slots_per_gpu`` (``CUDA_VISIBLE_DEVICES`` is set in
+Local on GPUs: worker *i* sees only GPU ``i % n_gpus`` (``CUDA_VISIBLE_DEVICES`` is set in
 the worker before CUDA starts), so ``slots_per_gpu`` small models share each card. On CPU: N
 worker processes with one torch thread each. A worker that dies (OOM kill, segfault, SIGKILL)
 fails only the run it held and is replaced; a worker whose driver dies exits within a second.
@@ -96,7 +96,7 @@ class LocalExecutor:
             raise ValueError(f"--slots-per-gpu must be >= 1, got {slots_per_gpu}")
         self.context = mp.get_context("spawn")
         self.run_fn = run_fn
-        self.slots = [_Slot(i // slots_per_gpu % gpus if gpus else None) for i in range(workers)]
+        self.slots = [_Slot(i % gpus if gpus else None) for i in range(workers)]
         self.capacity = workers
 
     def _start(self, slot: _Slot) -> None:

@@ -84,8 +84,9 @@ def run(config: dict, device: str | None = None, threads: int = 1) -> dict:
     try:
         device = resolve_device(config["device"], device)
         result["device"] = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
-        if device == "cpu":
-            torch.set_num_threads(threads)
+        # One thread per worker: deterministic on CPU, and no oversubscription when many runs share
+        # a machine (GPU workers only sample data and launch kernels on the CPU).
+        torch.set_num_threads(threads)
         _train_and_eval(config, device, result)
     except Exception:
         result["status"] = "failed"

@@ -45,14 +45,13 @@ def test_good_config_parses_with_defaults_from_the_task():
     assert config.n_runs == 1 * 3 * 1 * 1 * 2
 
 
-@pytest.mark.parametrize("name", ["demo", "reproduce"])
-def test_shipped_configs_validate(name):
-    from sweeps.config import load_sweep
-    from sweeps.runner import check_sizes
+@pytest.mark.parametrize(("name", "runs"), [("demo", 16), ("reproduce", 1944)])
+def test_shipped_configs_plan(name, runs, capsys):
+    from sweeps.cli import main
 
-    config, _ = load_sweep(ROOT / "sweeps" / "configs" / f"{name}.toml")
-    widths = check_sizes(config)
-    assert len(widths) == len(config.archs) * len(config.sizes)
+    main(["sweep", "plan", str(ROOT / "sweeps" / "configs" / f"{name}.toml")])
+    out = capsys.readouterr().out
+    assert f"{runs} runs" in out and "PFLOP" in out
 
 
 BAD = {

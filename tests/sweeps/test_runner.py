@@ -108,7 +108,7 @@ def test_a_sigkilled_sweep_resumes_without_losing_or_repeating_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
+def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     path = _sweep_file(tmp_path, range(4))
     from tests.sweeps.faulty import run as faulty_run
 
@@ -127,6 +127,11 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     (seed3,) = db.execute("SELECT run_id FROM runs WHERE seed = 3").fetchone()
     assert db.execute("SELECT COUNT(*) FROM metrics WHERE run_id = ?", (seed3,)).fetchone()[0] >= 1
     assert db.execute("SELECT COUNT(*) FROM evals WHERE run_id = ?", (seed3,)).fetchone()[0] == 0
+    from sweeps.cli import main
+
+    main(["sweep", "status", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "1 diverged" in out and "injected failure" in out and "worker process died" in out
     # re-running does not repeat finished runs nor failed runs out of attempts
     again = run_sweep(path, tmp_path / "out", workers=2, run_fn=faulty_run, show_progress=False)
     assert again.skipped == 4 and again.counts == summary.counts

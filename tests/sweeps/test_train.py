@@ -67,3 +67,31 @@ def test_gdn_with_negative_eigenvalues_learns_parity():
     in_range = [row for row in result["evals"] if row["in_range"]]
     assert len(in_range) >= 5
     assert min(row["token_acc"] for row in in_range) >= 0.95, in_range
+
+
+def test_hxt_train_prints_metrics(capsys):
+    from sweeps.cli import main
+
+    main(
+        [
+            "train",
+            "--pattern",
+            "A",
+            "--size",
+            "2500",
+            "--n-layers",
+            "1",
+            "--steps",
+            "25",
+            "--warmup",
+            "5",
+            "--train",
+            "length=2:6",
+            "--eval",
+            "length=2:8",
+            "--device",
+            "cpu",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert ": done" in out and "length=8" in out and "token acc" in out
