@@ -197,7 +197,10 @@ class RayExecutor:
                     )
                 }
             }
-            ray.init(include_dashboard=False, log_to_driver=False, runtime_env=env, **options)
+            try:
+                ray.init(include_dashboard=False, log_to_driver=False, runtime_env=env, **options)
+            except ConnectionError as error:
+                raise ValueError(f"--address {address!r}: cannot join a Ray cluster there: {error}") from None
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if device_policy != "cpu" else 0
         if workers is None:

@@ -21,9 +21,14 @@ def register_commands(app: typer.Typer) -> None:
 
 
 def _toml_value(value: str) -> str:
-    return (
-        value if value.lstrip("-").replace(".", "", 1).replace("e-", "", 1).isdigit() else json.dumps(value)
-    )
+    """A flag's text as a TOML value: booleans and numbers as such, anything else as a string."""
+    if value in ("true", "false"):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return json.dumps(value)
+    return value
 
 
 def train(
@@ -129,12 +134,12 @@ def plan(file: Path = typer.Argument(..., help="A sweep file (TOML).")) -> None:
     from sweeps.runner import check_sizes
     from synthetic_tasks import make_task
 
-    config, text = load_sweep(file)
+    config, _ = load_sweep(file)
     widths = check_sizes(config)
     runs = expand(config)
     console = Console()
     console.print(
-        f"sweep [bold]{config.name}[/bold] (config {sweep_hash(text)}): {len(runs)} runs = "
+        f"sweep [bold]{config.name}[/bold] (config {sweep_hash(runs)}): {len(runs)} runs = "
         f"{len(config.tasks)} tasks x {len(config.archs)} architectures x {len(config.sizes)} sizes x "
         f"{len(config.lrs)} learning rates x {len(config.seeds)} seeds"
     )

@@ -35,8 +35,9 @@ def run_id(run: dict) -> str:
     return hashlib.sha256(canonical_json(run).encode()).hexdigest()[:16]
 
 
-def sweep_hash(config_toml: str) -> str:
-    return hashlib.sha256(config_toml.encode()).hexdigest()[:16]
+def sweep_hash(runs: list[dict]) -> str:
+    """The sweep's identity: a hash of its set of run ids (so comments and key order do not count)."""
+    return hashlib.sha256(",".join(sorted(r["run_id"] for r in runs)).encode()).hexdigest()[:16]
 
 
 def eval_bins(train: tuple[int, int], evals: tuple[int, int], n_bins: int) -> list[int]:

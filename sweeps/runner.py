@@ -126,7 +126,7 @@ def run_sweep(
     by_id = {run["run_id"]: run for run in runs}
     meta = {
         "name": config.name,
-        "config_hash": sweep_hash(text),
+        "config_hash": sweep_hash(runs),
         "config_toml": text,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit() or "",
