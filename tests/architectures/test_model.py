@@ -125,3 +125,21 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(pattern):
     logits.float().pow(2).mean().backward()
     torch.testing.assert_close(logits.float(), reference, atol=2e-2, rtol=5e-2)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pattern", ["A", "G", "M", "GGGA", "MMMA"])
+def test_cuda_bf16_step_agrees_across_backends(pattern):
+    config = tiny(pattern, d_model=64, n_heads=4, ssd_state=16, n_layers=4, allow_neg_eigval=True)
+    inputs = torch.randint(0, 16, (4, 300), generator=torch.Generator().manual_seed(5)).cuda()
+    results = []
+    for backend in ("torch", "triton"):
+        model = build(dataclasses.replace(config, backend=backend)).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(inputs[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), inputs[:, 1:].flatten())
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+        results.append((logits.float(), model.embed.weight.grad))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-3, rtol=5e-2)
