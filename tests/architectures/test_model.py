@@ -141,5 +141,5 @@ def test_cuda_bf16_step_agrees_across_backends(pattern):
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters())
         results.append((logits.float(), model.embed.weight.grad))
-    torch.testing.assert_close(results[1][0], results[0][0], atol=3e-2, rtol=3e-2)
-    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-3, rtol=5e-2)
+    for ours, reference in zip(results[1], results[0]):  # logits, then the embedding's gradient
+        assert (ours - reference).norm() <= 0.03 * reference.norm()
