@@ -21,24 +21,27 @@ L2NORM_EPS = 1e-6
 
 
 @triton.jit
-def _load_qk(p_base, o_t, m_t, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr):
-    """A [C, BK] chunk of q or k in fp32, optionally L2-normalised; also returns 1/norm per row."""
+def _load_qk(p_base, m_t, H, K: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr):
+    """A [C, BK] chunk of q or k (p_base: its first row) in fp32, optionally L2-normalised; also
+    returns 1/norm per row."""
     o_k = tl.arange(0, BK)
-    p = p_base + o_t[:, None] * (H * K) + o_k[None, :]
+    p = p_base + tl.arange(0, C)[:, None] * (H * K) + o_k[None, :]
     b_x = tl.load(p, mask=m_t[:, None] & (o_k[None, :] < K), other=0.0).to(tl.float32)
     if USE_L2NORM:
         b_r = tl.rsqrt(tl.sum(b_x * b_x, 1) + 1e-6)
         b_x = b_x * b_r[:, None]
     else:
-        b_r = tl.full([o_t.shape[0]], 1.0, tl.float32)
+        b_r = tl.full([C], 1.0, tl.float32)
     return b_x, b_r
 
 
 @triton.jit
-def _load_gb(g, beta, base, o_t, m_t, H: tl.constexpr, C: tl.constexpr):
-    """Gates of one chunk: cumulative log decay G, its last value, and β (padded steps: g = 0, β = 0)."""
-    b_g = tl.load(g + base + o_t * H, mask=m_t, other=0.0).to(tl.float32)
-    b_beta = tl.load(beta + base + o_t * H, mask=m_t, other=0.0).to(tl.float32)
+def _load_gb(g, beta, r0, m_t, H, C: tl.constexpr):
+    """Gates of one chunk (r0: its first row): cumulative log decay G, its last value, and β
+    (padded steps: g = 0, β = 0)."""
+    o_c = tl.arange(0, C) * H
+    b_g = tl.load(g + r0 + o_c, mask=m_t, other=0.0).to(tl.float32)
+    b_beta = tl.load(beta + r0 + o_c, mask=m_t, other=0.0).to(tl.float32)
     b_G = tl.cumsum(b_g, 0)
     b_Gl = tl.sum(tl.where(tl.arange(0, C) == C - 1, b_G, 0.0), 0)
     return b_G, b_Gl, b_beta
@@ -62,7 +65,7 @@ def chunk_gated_delta_rule_fwd_kkt_inv_kernel(
     beta,
     Ai,
     T,
-    H: tl.constexpr,
+    H,
     K: tl.constexpr,
     C: tl.constexpr,
     LOG_C: tl.constexpr,
@@ -76,9 +79,9 @@ def chunk_gated_delta_rule_fwd_kkt_inv_kernel(
     o_c = tl.arange(0, C)
     o_t = i_t * C + o_c
     m_t = o_t < T
-    bos = i_b.to(tl.int64) * T
-    b_k, _ = _load_qk(k + (bos * H + i_h) * K, o_t, m_t, H, K, BK, USE_L2NORM)
-    b_G, _, b_beta = _load_gb(g, beta, bos * H + i_h, o_t, m_t, H, C)
+    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h  # row of the chunk's first step in [B·T·H]
+    b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    b_G, _, b_beta = _load_gb(g, beta, r0, m_t, H, C)
     b_A = tl.dot(b_k, tl.trans(b_k), input_precision=PRECISION) * b_beta[:, None]
     b_A = b_A * _decay_matrix(b_G, C, True)  # [C, C] strictly lower
     # (I + A)⁻¹ by doubling: invert 1×1 diagonal blocks (trivially I), then merge pairs of blocks,
@@ -116,7 +119,7 @@ def chunk_gated_delta_rule_fwd_kernel(
     dlt,
     scale,
     T,
-    H: tl.constexpr,
+    H,
     K: tl.constexpr,
     V: tl.constexpr,
     C: tl.constexpr,
@@ -144,11 +147,13 @@ def chunk_gated_delta_rule_fwd_kernel(
     for i_t in range(NT):
         o_t = i_t * C + o_c
         m_t = o_t < T
-        b_q, _ = _load_qk(q + (bos * H + i_h) * K, o_t, m_t, H, K, BK, USE_L2NORM)
-        b_k, _ = _load_qk(k + (bos * H + i_h) * K, o_t, m_t, H, K, BK, USE_L2NORM)
-        b_G, b_Gl, b_beta = _load_gb(g, beta, bos * H + i_h, o_t, m_t, H, C)
+        r0 = (bos + i_t * C) * H + i_h
+        b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+        b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+        b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
         m_tv = m_t[:, None] & (o_v[None, :] < V)
-        p_v = v + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+        o_cv = o_c[:, None] * (H * V) + o_v[None, :]
+        p_v = v + r0 * V + o_cv
         b_v = tl.load(p_v, mask=m_tv, other=0.0).to(tl.float32)
         b_T = tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])
         b_eG = tl.exp(b_G)
@@ -157,12 +162,12 @@ def chunk_gated_delta_rule_fwd_kernel(
         b_d = b_u - tl.dot(b_w, b_h, input_precision=PRECISION)  # [C, BV]
         if SAVE:
             tl.store(hs + (bh * NT + i_t) * (K * V) + o_kv, b_h, mask=m_kv)
-            p_d = dlt + (bh * NT * C + o_t[:, None]) * V + o_v[None, :]
+            p_d = dlt + (bh * NT + i_t) * (C * V) + o_c[:, None] * V + o_v[None, :]
             tl.store(p_d, b_d, mask=o_v[None, :] < V)
         b_P = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * _decay_matrix(b_G, C, False)
         b_o = tl.dot(b_q * b_eG[:, None], b_h, input_precision=PRECISION)
         b_o = (b_o + tl.dot(b_P, b_d, input_precision=PRECISION)) * scale
-        p_o = o + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+        p_o = o + r0 * V + o_cv
         tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_tv)
         b_kd = b_k * tl.exp(b_Gl - b_G)[:, None]
         b_h = b_h * tl.exp(b_Gl) + tl.dot(tl.trans(b_kd), b_d, input_precision=PRECISION)
@@ -183,7 +188,7 @@ def chunk_gated_delta_rule_bwd_dh_kernel(
     dh0,
     scale,
     T,
-    H: tl.constexpr,
+    H,
     K: tl.constexpr,
     V: tl.constexpr,
     C: tl.constexpr,
@@ -212,10 +217,11 @@ def chunk_gated_delta_rule_bwd_dh_kernel(
         o_t = i_t * C + o_c
         m_t = o_t < T
         tl.store(dh + (bh * NT + i_t) * (K * V) + o_kv, b_dh, mask=m_kv)
-        b_q, _ = _load_qk(q + (bos * H + i_h) * K, o_t, m_t, H, K, BK, USE_L2NORM)
-        b_k, _ = _load_qk(k + (bos * H + i_h) * K, o_t, m_t, H, K, BK, USE_L2NORM)
-        b_G, b_Gl, b_beta = _load_gb(g, beta, bos * H + i_h, o_t, m_t, H, C)
-        p_do = do + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+        r0 = (bos + i_t * C) * H + i_h
+        b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+        b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+        b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
+        p_do = do + r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
         b_do = tl.load(p_do, mask=m_t[:, None] & (o_v[None, :] < V), other=0.0).to(tl.float32)
         b_T = tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])
         b_eG = tl.exp(b_G)
@@ -252,7 +258,7 @@ def chunk_gated_delta_rule_bwd_kernel(
     dbeta,
     scale,
     T,
-    H: tl.constexpr,
+    H,
     K: tl.constexpr,
     V: tl.constexpr,
     C: tl.constexpr,
@@ -265,15 +271,14 @@ def chunk_gated_delta_rule_bwd_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
-    bos = i_b.to(tl.int64) * T
+    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h
     o_c = tl.arange(0, C)
     o_k = tl.arange(0, BK)
-    o_t = i_t * C + o_c
-    m_t = o_t < T
+    m_t = i_t * C + o_c < T
     m_k = o_k < K
-    b_q, b_rq = _load_qk(q + (bos * H + i_h) * K, o_t, m_t, H, K, BK, USE_L2NORM)
-    b_k, b_rk = _load_qk(k + (bos * H + i_h) * K, o_t, m_t, H, K, BK, USE_L2NORM)
-    b_G, b_Gl, b_beta = _load_gb(g, beta, bos * H + i_h, o_t, m_t, H, C)
+    b_q, b_rq = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    b_k, b_rk = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
     b_T = tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])
     b_eG = tl.exp(b_G)
     b_ekd = tl.exp(b_Gl - b_G)
@@ -299,10 +304,12 @@ def chunk_gated_delta_rule_bwd_kernel(
         m_tv = m_t[:, None] & m_v[None, :]
         m_kv = m_k[:, None] & m_v[None, :]
         o_kv = o_k[:, None] * V + o_v[None, :]
-        o_tv = ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :]
+        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
         b_v = tl.load(v + o_tv, mask=m_tv, other=0.0).to(tl.float32)
         b_do = tl.load(do + o_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_d = tl.load(dlt + (bh * NT * C + o_t[:, None]) * V + o_v[None, :], mask=m_v[None, :], other=0.0)
+        b_d = tl.load(
+            dlt + (bh * NT + i_t) * (C * V) + o_c[:, None] * V + o_v[None, :], mask=m_v[None, :], other=0.0
+        )
         b_h = tl.load(p_hs + o_kv, mask=m_kv, other=0.0)  # [BK, BV] state at chunk start
         b_dhe = tl.load(p_dh + o_kv, mask=m_kv, other=0.0)  # [BK, BV] gradient at chunk end
         b_kdh = tl.dot(b_kd, b_dhe, input_precision=PRECISION)  # [C, BV]
@@ -354,10 +361,10 @@ def chunk_gated_delta_rule_bwd_kernel(
         b_dq = (b_dq - b_q * tl.sum(b_q * b_dq, 1)[:, None]) * b_rq[:, None]
         b_dk = (b_dk - b_k * tl.sum(b_k * b_dk, 1)[:, None]) * b_rk[:, None]
     m_tk = m_t[:, None] & m_k[None, :]
-    o_tk = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]
+    o_tk = r0 * K + o_c[:, None] * (H * K) + o_k[None, :]
     tl.store(dq + o_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dk + o_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
-    o_th = (bos + o_t) * H + i_h
+    o_th = r0 + o_c * H
     tl.store(dg + o_th, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dbeta + o_th, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
 
@@ -472,10 +479,11 @@ def chunk_gated_delta_rule(
     Returns ``o`` ``[B, T, H, V]`` in v's dtype and, if ``output_final_state``, the final state
     ``[B, H, K, V]`` in float32 (float64 on the torch backend with float64 inputs), else None.
     ``g`` is the log decay (≤ 0), ``beta`` in (0, 2). ``chunk_size`` (a power of two ≥ 16) defaults
-    to 64, or 32 for K > 128. Inputs of mixed dtypes are accepted and cast inside.
+    to 64, or 32 for K > 64. Inputs of mixed dtypes are accepted and cast inside.
     """
     B, T, H, K, V = check_inputs(q, k, v, g, beta, initial_state)
-    C = chunk_size if chunk_size is not None else (64 if K <= 128 else 32)
+    # 32 past K = 64 keeps the backward's tiles within registers and shared memory.
+    C = chunk_size if chunk_size is not None else (64 if K <= 64 else 32)
     if C < 16 or C & (C - 1):
         raise ValueError(f"chunk_size must be a power of two >= 16; got {chunk_size}")
     if backend == "torch":
