@@ -185,7 +185,10 @@ def task_blocks(analysis: Analysis, task: str, colours: dict, figure_dir: Path) 
                 "Token accuracy against non-embedding parameters (log axis), one point per seed, with "
                 "a logistic rising from chance to 1 and its 95 % bootstrap band over seeds. The table "
                 f"gives the size where the fit reaches {HORIZON_THRESHOLD}; when every size (or none) "
-                "reaches it the size lies outside the range tried and only the bound is printed."
+                "reaches it the size lies outside the range tried and only the bound is printed. The "
+                "last rows use the state the model carries at the evaluation length instead of "
+                "parameters (recurrent state, or the KV cache for attention), in elements: the memory "
+                "an architecture needs to generalise."
             ),
             Figure(
                 plots.size_to_solve(

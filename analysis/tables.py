@@ -34,7 +34,9 @@ class Analysis:
     best: pd.DataFrame  # one row per (task, arch, size, seed): the best-LR run
     summary: pd.DataFrame  # one row per (task, arch, size)
     curves: pd.DataFrame  # accuracy per difficulty bin
-    solve_fits: dict[tuple[str, str, str], SolveFit]  # (task, arch, "in"/"out")
+    # (task, arch, "in" / "out" / "state"): accuracy in or out of range against parameters, and
+    # out-of-range accuracy against recurrent state / KV-cache elements.
+    solve_fits: dict[tuple[str, str, str], SolveFit]
     power_fits: dict[tuple[str, str], PowerLawFit]  # (task, arch)
     verdicts: pd.DataFrame
     notes: dict[str, list[str]] = field(default_factory=dict)  # task -> notes on skipped fits
@@ -58,15 +60,21 @@ def analyse(store: Store, n_boot: int = N_BOOT, seed: int = 0) -> Analysis:
             if best.loc[best["task_label"] == task, "target_params"].nunique() > 1:
                 task_notes.append(f"{arch} ran at one size only: no fits")
             continue
-        for region in ("in", "out"):
-            points = rows.dropna(subset=[f"tok_{region}"])
+        for key, x, y in (
+            ("in", "n_params", "tok_in"),
+            ("out", "n_params", "tok_out"),
+            ("state", "state_size", "tok_out"),
+        ):
+            points = rows.dropna(subset=[x, y])
+            if key == "state" and points[x].nunique() < 2:
+                continue  # the store recorded no state sizes
             chance = float(points["chance"].mean()) if len(points) else 0.0
             try:
-                solve_fits[(task, arch, region)] = fit_size_to_solve(
-                    points["n_params"], points[f"tok_{region}"], chance, SOLVE_TARGET, n_boot, seed
+                solve_fits[(task, arch, key)] = fit_size_to_solve(
+                    points[x], points[y], chance, SOLVE_TARGET, n_boot, seed
                 )
             except ValueError as error:
-                task_notes.append(f"size to solve, {arch}, {region} range: not fitted ({error})")
+                task_notes.append(f"size to solve, {arch}, {key}: not fitted ({error})")
         if sizes < 3:
             if best.loc[best["task_label"] == task, "target_params"].nunique() > 2:
                 task_notes.append(f"{arch} ran at {sizes} sizes only: no loss-scaling fit")
@@ -215,12 +223,16 @@ def verdict_table(analysis: Analysis) -> pd.DataFrame:
 
 def solve_table(analysis: Analysis, task: str) -> pd.DataFrame:
     rows = []
-    for arch in arch_order(a for (t, a, _) in analysis.solve_fits if t == task):
-        for region, label in (("in", "in range"), ("out", "out of range")):
+    fitted = arch_order(a for (t, a, _) in analysis.solve_fits if t == task)
+    for region, label in (
+        ("in", "in range, vs params"),
+        ("out", "out of range, vs params"),
+        ("state", "out of range, vs state elements"),
+    ):
+        for arch in fitted:
             fit = analysis.solve_fits.get((task, arch, region))
-            if fit is None:
-                continue
-            rows.append((arch, label, _fmt_solve(fit), f"{fit.slope:.2f}", fit.status))
+            if fit is not None:
+                rows.append((arch, label, _fmt_solve(fit), f"{fit.slope:.2f}", fit.status))
     return pd.DataFrame(
         rows, columns=["arch", "accuracy", f"size at {SOLVE_TARGET:g} [95% CI]", "slope / decade", "status"]
     )

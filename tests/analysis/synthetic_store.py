@@ -155,7 +155,7 @@ def _insert_run(connection, run_id, task, arch, pattern, neg, size, lr, seed, st
             error,
             int(size * 1.03) if done else None,
             int(size * 1.2) if done else None,
-            4096 if done else None,
+            int(size // 25) if done else None,
             64,
             4,
             200 if done else None,

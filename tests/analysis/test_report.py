@@ -129,7 +129,8 @@ def test_fits_and_their_figures_appear_with_several_sizes(tmp_path):
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| arch | accuracy | size at 0.9 [95% CI] | slope / decade | status |" in text
     assert "| arch | E [95% CI] | A [95% CI] | α [95% CI] | params fitted |" in text
-    assert text.count("| GGGA | out of range |") == 2
+    assert text.count("| GGGA | out of range, vs params |") == 2
+    assert text.count("| GGGA | out of range, vs state elements |") == 2
 
 
 def test_two_sizes_fit_size_to_solve_but_skip_loss_scaling(tmp_path):
