@@ -57,7 +57,7 @@ def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, inputs, ta
                     inputs[b, pos] = plus + 1
                     inputs[b, pos + 1] = x
                     pos += 2
-                    values[n_values] = (-x) % modulus
+                    values[n_values] = (modulus - x) * (x != 0)
                 else:
                     inputs[b, pos] = open_
                     inputs[b, pos + 1] = x
@@ -87,12 +87,14 @@ def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, inputs, ta
                 op = ops[n_ops - 1]
                 n_ops -= 1
                 n_values -= 1
-                if op == 0:
-                    values[n_values - 1] = (lhs + rhs) % modulus
-                elif op == 1:
-                    values[n_values - 1] = (lhs - rhs) % modulus
-                else:
-                    values[n_values - 1] = (lhs * rhs) % modulus
+                # Operands are in [0, M): wrap sums and differences without a division, and
+                # select the result arithmetically (a branch on a random op mispredicts).
+                total = lhs + rhs
+                total -= modulus * (total >= modulus)
+                difference = lhs - rhs
+                difference += modulus * (difference < 0)
+                product = (lhs * rhs) % modulus
+                values[n_values - 1] = total * (op == 0) + difference * (op == 1) + product * (op == 2)
             else:
                 op = -1 - item
                 inputs[b, pos] = plus + op
@@ -168,7 +170,10 @@ def _fill_dyck(seed, lo, hi, lo_depth, hi_depth, kinds, end, inputs, targets, ma
     batch = inputs.shape[0]
     bounds = np.empty(batch, dtype=np.int64)
     peaks = np.empty(batch, dtype=np.int64)
-    stack = np.empty(hi_depth + 1, dtype=np.int64)
+    # stack[1 .. depth] holds the open kinds; the sentinel stack[0] makes the target at depth 0
+    # read END, so the loop needs no branch on depth (a random walk mispredicts every other one).
+    stack = np.empty(hi_depth + 2, dtype=np.int64)
+    stack[0] = end - kinds
     for b in range(batch):
         seed_state(state, seed, b)
         n = randint(state, lo, hi)
@@ -186,17 +191,14 @@ def _fill_dyck(seed, lo, hi, lo_depth, hi_depth, kinds, end, inputs, targets, ma
             coin = (word & np.uint64(1)) == np.uint64(1)
             word >>= np.uint64(1)
             spare -= 1
-            opening = depth == 0 or (depth < bound and coin)
-            if opening:
-                kind = randint(state, 0, kinds - 1)
-                stack[depth] = kind
-                depth += 1
-                peak = max(peak, depth)
-                inputs[b, t] = kind
-            else:
-                depth -= 1
-                inputs[b, t] = kinds + stack[depth]
-            targets[b, t] = kinds + stack[depth - 1] if depth > 0 else end
+            opening = (depth == 0) | ((depth < bound) & coin)
+            kind = randint(state, 0, kinds - 1)  # used only when opening
+            closer = kinds + stack[depth]
+            stack[depth + 1] = kind  # above the top: harmless when closing
+            inputs[b, t] = kind if opening else closer
+            depth += 2 * np.int64(opening) - 1
+            peak = max(peak, depth)
+            targets[b, t] = kinds + stack[depth]
             mask[b, t] = True
         peaks[b] = peak
     return bounds, peaks

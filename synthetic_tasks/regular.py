@@ -215,26 +215,17 @@ def _fill_cycle(seed, lo, hi, cycle, left, equals, inputs, targets, mask):
     for b in range(inputs.shape[0]):
         seed_state(state, seed, b)
         n = randint(state, lo, hi)
-        position = 0
-        word = np.uint64(0)
-        spare = 0
+        displacement = 0
+        trits = np.uint64(0)
         for t in range(n):
-            # Two bits per move, 3 redrawn: one 64-bit draw feeds about 24 moves.
-            move = 3
-            while move == 3:
-                if spare == 0:
-                    word = next_u64(state)
-                    spare = 32
-                move = np.int64(word & np.uint64(3))
-                word >>= np.uint64(2)
-                spare -= 1
+            # One draw in [0, 3^20) gives 20 uniform moves (its base-3 digits).
+            if t % 20 == 0:
+                trits = np.uint64(randint(state, 0, 3486784400))
+            move = np.int64(trits % np.uint64(3))
+            trits //= np.uint64(3)
             inputs[b, t] = left + move
-            # A branch, not %, which is an integer division per token.
-            position += move - 1
-            if position < 0:
-                position += cycle
-            elif position == cycle:
-                position = 0
+            displacement += move - 1
+        position = displacement % cycle
         inputs[b, n] = equals
         targets[b, n] = position
         mask[b, n] = True
