@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import first_draws, next_u64, randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, empty_batch, pack_batch, register
+from synthetic_tasks.base import Batch, Knob, Task, empty_batch, register
 
 __all__ = ["ModularArithmeticBrackets", "Dyck"]
 
@@ -22,49 +22,72 @@ def _check_int(name: str, value, low: int, high: int) -> int:
     return int(value)
 
 
+@numba.njit(cache=True, inline="always")
+def _draw_leaf_forms(state, n, forms):
+    """After the leaf count, an example draws its n leaf forms (0: n, 1: - n, 2: ( n )) as the
+    base-3 digits of draws in [0, 3^20); returns how many tokens the forms add."""
+    trits = np.uint64(0)
+    extra = 0
+    for j in range(n):
+        if j % 20 == 0:
+            trits = np.uint64(randint(state, 0, 3486784400))
+        forms[j] = np.int64(trits % np.uint64(3))
+        trits //= np.uint64(3)
+        extra += forms[j]
+    return extra
+
+
 @numba.njit(cache=True)
-def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, inputs, targets, mask):
+def _draw_bracket_sizes(seed, batch, lo, hi):
+    """Leaf counts N and token counts (N leaves + their forms' extra tokens + 3 per inner node
+    + '='), from the start of each example's stream, so that a batch is sized before it is filled."""
+    state = np.empty(1, dtype=np.uint64)
+    forms = np.empty(hi, dtype=np.int64)
+    lengths = np.empty(batch, dtype=np.int64)
+    seq_lens = np.empty(batch, dtype=np.int64)
+    for b in range(batch):
+        seed_state(state, seed, b)
+        n = randint(state, lo, hi)
+        lengths[b] = n
+        seq_lens[b] = n + _draw_leaf_forms(state, n, forms) + 3 * (n - 1) + 1
+    return lengths, seq_lens
+
+
+@numba.njit(cache=True)
+def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, pad, inputs, targets, mask):
     """Random fully bracketed expression trees with N leaves; the answer is the value mod M.
 
     The tree is written left to right from a work stack whose items are: n >= 1 (a subtree with
     n leaves still to write), 0 (close the innermost node and reduce it), -1 - op (write op).
     """
-    batch = inputs.shape[0]
-    lengths = np.empty(batch, dtype=np.int64)
+    batch, width = inputs.shape
     depths = np.empty(batch, dtype=np.int64)
-    seq_lens = np.empty(batch, dtype=np.int64)
     work = np.empty(3 * hi + 4, dtype=np.int64)
     values = np.empty(hi + 1, dtype=np.int64)
     ops = np.empty(hi + 1, dtype=np.int64)
+    forms = np.empty(hi, dtype=np.int64)
     state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
         seed_state(state, seed, b)
         n = randint(state, lo, hi)
-        lengths[b] = n
-        n_work, n_values, n_ops, pos, depth, peak = 1, 0, 0, 0, 0, 0
+        _draw_leaf_forms(state, n, forms)
+        n_leaves, n_work, n_values, n_ops, pos, depth, peak = 0, 1, 0, 0, 0, 0, 0
         work[0] = n
         while n_work > 0:
             n_work -= 1
             item = work[n_work]
             if item == 1:
                 x = randint(state, 0, modulus - 1)
-                form = randint(state, 0, 2)
-                if form == 0:
-                    inputs[b, pos] = x
-                    pos += 1
-                    values[n_values] = x
-                elif form == 1:
-                    inputs[b, pos] = plus + 1
-                    inputs[b, pos + 1] = x
-                    pos += 2
-                    values[n_values] = (modulus - x) * (x != 0)
-                else:
-                    inputs[b, pos] = open_
-                    inputs[b, pos + 1] = x
-                    inputs[b, pos + 2] = close
-                    pos += 3
-                    values[n_values] = x
-                    peak = max(peak, depth + 1)
+                form = forms[n_leaves]
+                n_leaves += 1
+                # Forms n, - n, ( n ) written without branching on the form: always three
+                # cells (clipped to the row), of which later tokens overwrite the unused ones.
+                inputs[b, pos] = x * (form == 0) + (plus + 1) * (form == 1) + open_ * (form == 2)
+                inputs[b, min(pos + 1, width - 1)] = x if form != 0 else pad
+                inputs[b, min(pos + 2, width - 1)] = close if form == 2 else pad
+                pos += 1 + form
+                values[n_values] = (modulus - x) * (x != 0) if form == 1 else x
+                peak = max(peak, depth + (form == 2))
                 n_values += 1
             elif item > 1:
                 left = randint(state, 1, item - 1)
@@ -101,12 +124,13 @@ def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, inputs, ta
                 pos += 1
                 ops[n_ops] = op
                 n_ops += 1
+        for t in range(pos + 1, min(pos + 3, width)):
+            inputs[b, t] = pad
         inputs[b, pos] = equals
         targets[b, pos] = values[0]
         mask[b, pos] = True
-        seq_lens[b] = pos + 1
         depths[b] = peak
-    return seq_lens, lengths, depths
+    return depths
 
 
 @register
@@ -144,13 +168,13 @@ class ModularArithmeticBrackets(Task):
 
     def _sample(self, seed, batch, ranges):
         lo, hi = ranges["length"]
-        # At most 3 tokens per leaf, 3 per node, and '='; trimmed to the longest example.
-        inputs, targets, mask = empty_batch(batch, 6 * hi - 1, self.PAD)
-        seq_lens, lengths, depths = _fill_brackets(
-            seed, lo, hi, self.modulus, self.PLUS, self.OPEN, self.CLOSE, self.EQUALS, inputs, targets, mask
+        lengths, seq_lens = _draw_bracket_sizes(seed, batch, lo, hi)
+        inputs, targets, mask = empty_batch(batch, int(seq_lens.max()), self.PAD)
+        depths = _fill_brackets(
+            seed, lo, hi, self.modulus, self.PLUS, self.OPEN, self.CLOSE, self.EQUALS, self.PAD,
+            inputs, targets, mask,
         )
-        meta = {"length": lengths, "depth": depths, "tokens": seq_lens}
-        return pack_batch(inputs, targets, mask, seq_lens, meta)
+        return Batch(inputs, targets, mask, {"length": lengths, "depth": depths, "tokens": seq_lens})
 
     def decode(self, batch: Batch, index: int) -> str:
         names = {i: str(i) for i in range(self.modulus)}
