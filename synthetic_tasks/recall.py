@@ -63,18 +63,31 @@ def _fill_mqar(seed, lo_t, hi_t, lo_n, top_n, half, power, inputs, targets, mask
             total = cumulative[space - 1]
             i = 0
             while i < n:
-                slot = np.searchsorted(cumulative[:space], uniform(state) * total, side="right")
-                slot = min(slot, space - 1)  # float rounding at the top end
-                if not taken[slot]:
-                    taken[slot] = True
-                    chosen[i] = slot
+                # The first slot whose cumulative weight exceeds u (binary search).
+                u = uniform(state) * total
+                low, high = 0, space - 1
+                while low < high:
+                    middle = (low + high) >> 1
+                    if cumulative[middle] > u:
+                        high = middle
+                    else:
+                        low = middle + 1
+                if not taken[low]:
+                    taken[low] = True
+                    chosen[i] = low
                     i += 1
-            for i in range(n):
-                taken[chosen[i]] = False
         else:
             for slot in range(space):
                 priority[slot] = np.log(1.0 - uniform(state)) / weights[slot]
-            chosen[:n] = np.argsort(-priority[:space], kind="mergesort")[:n]
+            for i in range(n):
+                best = -1
+                for slot in range(space):
+                    if not taken[slot] and (best < 0 or priority[slot] > priority[best]):
+                        best = slot
+                taken[best] = True
+                chosen[i] = best
+        for i in range(n):
+            taken[chosen[i]] = False
         for i in range(n):
             position = 2 * n + 2 * chosen[i]
             inputs[b, position] = keys[i]
