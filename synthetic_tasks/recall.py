@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import randint, seed_state, uniform
+from synthetic_tasks._rng import next_u64, randint, seed_state, uniform
 from synthetic_tasks.base import Batch, Knob, Task, empty_batch, register
 
 __all__ = ["MQAR"]
@@ -29,52 +29,88 @@ def _draw_sizes(seed, batch, lo_t, hi_t, lo_n, top_n):
 
 
 @numba.njit(cache=True)
+def _alias_table(weights):
+    """Walker's alias table (Vose's construction) for drawing index k with probability
+    proportional to weights[k] in O(1): pick k uniformly, keep it with probability keep[k],
+    else take alias[k]."""
+    size = weights.shape[0]
+    scaled = weights * (size / weights.sum())
+    keep = np.ones(size)
+    alias = np.arange(size)
+    small = np.empty(size, dtype=np.int64)
+    large = np.empty(size, dtype=np.int64)
+    n_small = n_large = 0
+    for k in range(size):
+        if scaled[k] < 1.0:
+            small[n_small] = k
+            n_small += 1
+        else:
+            large[n_large] = k
+            n_large += 1
+    while n_small > 0 and n_large > 0:
+        n_small -= 1
+        n_large -= 1
+        low, high = small[n_small], large[n_large]
+        keep[low] = scaled[low]
+        alias[low] = high
+        scaled[high] -= 1.0 - scaled[low]
+        if scaled[high] < 1.0:
+            small[n_small] = high
+            n_small += 1
+        else:
+            large[n_large] = high
+            n_large += 1
+    return keep, alias
+
+
+@numba.njit(cache=True)
 def _fill_mqar(seed, lo_t, hi_t, lo_n, top_n, half, power, inputs, targets, mask):
     """N key-value pairs, then each key queried once at a power-law-distributed slot."""
     state = np.empty(1, dtype=np.uint64)
-    width = inputs.shape[1]
-    keys = np.arange(1, half)
-    values = np.arange(half, 2 * half)
-    key_swaps = np.empty(top_n, dtype=np.int64)
-    value_swaps = np.empty(top_n, dtype=np.int64)
+    used = np.zeros(2 * half, dtype=np.bool_)  # by token; cleared after each example
+    keys = np.empty(top_n, dtype=np.int64)
+    values = np.empty(top_n, dtype=np.int64)
     # Slot s has weight (s + 1)^(power - 1), Zoology's power law over query gaps.
-    weights = np.arange(1, width // 2 + 1).astype(np.float64) ** (power - 1.0)
-    cumulative = np.cumsum(weights)
-    priority = np.empty(width // 2, dtype=np.float64)
-    taken = np.zeros(width // 2, dtype=np.bool_)
+    # Sized by the knob range, not by this batch, so that an example never depends on the others.
+    weights = np.arange(1, hi_t // 2 + 1).astype(np.float64) ** (power - 1.0)
+    keep, alias = _alias_table(weights)
+    n_columns = np.uint64(keep.shape[0])
+    priority = np.empty(hi_t // 2, dtype=np.float64)
+    taken = np.zeros(hi_t // 2, dtype=np.bool_)
     chosen = np.empty(top_n, dtype=np.int64)
     for b in range(inputs.shape[0]):
         seed_state(state, seed, b)
         n = randint(state, lo_n, top_n)
         t_len = randint(state, max(lo_t, 4 * n), hi_t)
-        # Partial Fisher-Yates: the first n entries become a uniform sample without replacement.
+        # Without replacement by redrawing tokens already used: a sequential uniform draw.
         for i in range(n):
-            key_swaps[i] = randint(state, i, keys.shape[0] - 1)
-            keys[i], keys[key_swaps[i]] = keys[key_swaps[i]], keys[i]
-            value_swaps[i] = randint(state, i, values.shape[0] - 1)
-            values[i], values[value_swaps[i]] = values[value_swaps[i]], values[i]
-            inputs[b, 2 * i] = keys[i]
-            inputs[b, 2 * i + 1] = values[i]
+            key = randint(state, 1, half - 1)
+            while used[key]:
+                key = randint(state, 1, half - 1)
+            value = randint(state, half, 2 * half - 1)
+            while used[value]:
+                value = randint(state, half, 2 * half - 1)
+            used[key] = used[value] = True
+            keys[i], values[i] = key, value
+            inputs[b, 2 * i] = key
+            inputs[b, 2 * i + 1] = value
         # A sequential weighted draw of n slots without replacement. While at most half the
         # slots are wanted, redrawing taken slots is cheap; otherwise Efraimidis-Spirakis (the
         # n largest log(u) / w, in decreasing order) gives the same distribution.
         space = (t_len - 2 * n) // 2
         if 2 * n <= space:
-            total = cumulative[space - 1]
+            # Draw from the slots of the longest possible example and redraw slots past this
+            # example's end or already taken: what is kept follows the weights of the rest.
             i = 0
             while i < n:
-                # The first slot whose cumulative weight exceeds u (binary search).
-                u = uniform(state) * total
-                low, high = 0, space - 1
-                while low < high:
-                    middle = (low + high) >> 1
-                    if cumulative[middle] > u:
-                        high = middle
-                    else:
-                        low = middle + 1
-                if not taken[low]:
-                    taken[low] = True
-                    chosen[i] = low
+                # One 64-bit draw: the high half picks the column, the low half the coin.
+                x = next_u64(state)
+                slot = np.int64(((x >> np.uint64(32)) * n_columns) >> np.uint64(32))
+                if np.float64(x & np.uint64(0xFFFFFFFF)) * 2.0**-32 >= keep[slot]:
+                    slot = alias[slot]
+                if slot < space and not taken[slot]:
+                    taken[slot] = True
+                    chosen[i] = slot
                     i += 1
         else:
             for slot in range(space):
@@ -93,11 +129,7 @@ def _fill_mqar(seed, lo_t, hi_t, lo_n, top_n, half, power, inputs, targets, mask
             inputs[b, position] = keys[i]
             targets[b, position] = values[i]
             mask[b, position] = True
-        # Undo the swaps so that the next example starts from the same arrays (examples must
-        # not depend on one another).
-        for i in range(n - 1, -1, -1):
-            keys[i], keys[key_swaps[i]] = keys[key_swaps[i]], keys[i]
-            values[i], values[value_swaps[i]] = values[value_swaps[i]], values[i]
+            used[keys[i]] = used[values[i]] = False
 
 
 @register
