@@ -217,12 +217,16 @@ def _fill_cycle(seed, lo, hi, cycle, left, equals, inputs, targets, mask):
         n = randint(state, lo, hi)
         displacement = 0
         trits = np.uint64(0)
+        spare = 0
         for t in range(n):
             # One draw in [0, 3^20) gives 20 uniform moves (its base-3 digits).
-            if t % 20 == 0:
+            if spare == 0:
                 trits = np.uint64(randint(state, 0, 3486784400))
-            move = np.int64(trits % np.uint64(3))
-            trits //= np.uint64(3)
+                spare = 20
+            rest = trits // np.uint64(3)
+            move = np.int64(trits - np.uint64(3) * rest)
+            trits = rest
+            spare -= 1
             inputs[b, t] = left + move
             displacement += move - 1
         position = displacement % cycle
