@@ -142,7 +142,8 @@ class MQAR(Task):
     queries take N distinct slots drawn with weights (s + 1)^(a − 1), a = 0.01 (most queries come
     soon after the context, a long tail far away), key i of the context taking the i-th slot
     drawn. The target at a query is that key's value. Knobs: ``length`` T (the whole sequence)
-    and ``num_pairs`` N, with T >= 4N so that every key has a slot.
+    and ``num_pairs`` N, with T >= 4N so that every key has a slot: each example draws N from
+    its range (capped at T_max // 4), then T from [max(T_min, 4N), T_max].
     """
 
     name = "mqar"
