@@ -10,13 +10,14 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import FuncFormatter
 
 from analysis.fits import PowerLawFit, SolveFit
 from analysis.metrics import HORIZON_THRESHOLD, MOVED
 from analysis.order import arch_order, task_order
 
 DPI = 110
+MARKERS = "os^Dv<>PX*"
 TRAIN_SHADE = {"color": "0.85", "alpha": 0.6, "zorder": 0}
 
 
@@ -84,6 +85,8 @@ def generalisation(curves: pd.DataFrame, task: str, colours: dict[str, tuple], p
     rows = rows[rows["target_params"] == size]
     knobs = sorted(rows["knob"].unique())
     slices = ["all"] + ([MOVED] if (rows["slice"] == MOVED).any() else [])
+    # Distinct markers keep coinciding curves (models stuck at the same constant answer) visible.
+    markers = {arch: MARKERS[i % len(MARKERS)] for i, arch in enumerate(colours)}
     fig = Figure(figsize=(max(6.0, 5.0 * len(knobs)), 3.3 * len(slices) + 0.9), dpi=DPI, layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(slices), len(knobs), squeeze=False))
     for i, slice_ in enumerate(slices):
@@ -95,7 +98,14 @@ def generalisation(curves: pd.DataFrame, task: str, colours: dict[str, tuple], p
                 ax.axvspan(inside.min(), inside.max(), **TRAIN_SHADE, label="training range")
             for arch in arch_order(panel["arch"]):
                 line = panel[panel["arch"] == arch].sort_values("value")
-                ax.plot(line["value"], line["token_acc"], marker="o", ms=3, color=colours[arch], label=arch)
+                ax.plot(
+                    line["value"],
+                    line["token_acc"],
+                    marker=markers[arch],
+                    ms=4,
+                    color=colours[arch],
+                    label=arch,
+                )
                 ax.fill_between(line["value"], line["lo"], line["hi"], color=colours[arch], alpha=0.15, lw=0)
             if len(panel):
                 ax.axhline(panel["chance"].mean(), color="0.4", ls=":", lw=1, label="chance")
@@ -109,7 +119,7 @@ def generalisation(curves: pd.DataFrame, task: str, colours: dict[str, tuple], p
             values = panel["value"]
             if len(values) and values.min() > 0 and values.max() / values.min() >= 8:
                 ax.set_xscale("log", base=2)
-                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel(f"{knob} (evaluation bin)")
             ax.set_ylabel("token accuracy")
