@@ -95,9 +95,8 @@ def horizons(evals: pd.DataFrame, threshold: float = HORIZON_THRESHOLD) -> pd.Da
     """One row per run and knob (slice "all"): the largest knob value with token accuracy >= threshold."""
     e = evals[evals["slice"] == "all"]
     reached = e[e["token_acc"] >= threshold].groupby(["run_id", "knob"])["value"].max()
-    out = e.groupby(["run_id", "knob"])["value"].max().rename("max_value").to_frame()
-    out["horizon"] = reached.reindex(out.index)
-    return out.reset_index()[["run_id", "knob", "horizon"]]
+    every = e.groupby(["run_id", "knob"]).size().index  # runs that reach no bin keep a NaN row
+    return reached.reindex(every).rename("horizon").reset_index()
 
 
 def best_over_lr(store: Store) -> pd.DataFrame:
