@@ -155,7 +155,7 @@ def hybrid_verdicts(
                 row[f"verdict{suffix}"] = classify(lo, hi, enough, tie)
                 if region == "out":
                     row["best_part"] = best_part
-            row["smaller_size_to_solve"] = _compare_solve(solve_fits, task, hybrid, parts)
+            row["smaller_size_to_solve"] = _compare_solve(solve_fits, task, hybrid, [] if missing else parts)
             row["note"] = "; ".join(notes)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
