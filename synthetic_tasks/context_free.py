@@ -54,7 +54,7 @@ def _draw_bracket_sizes(seed, batch, lo, hi):
 
 
 @numba.njit(cache=True)
-def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, pad, inputs, targets, mask):
+def _fill_brackets(seed, lo, hi, modulus, products, plus, open_, close, equals, pad, inputs, targets, mask):
     """Random fully bracketed expression trees with N leaves; the answer is the value mod M.
 
     The tree is written left to right from a work stack whose items are: n >= 1 (a subtree with
@@ -90,8 +90,10 @@ def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, pad, input
                 peak = max(peak, depth + (form == 2))
                 n_values += 1
             elif item > 1:
-                left = randint(state, 1, item - 1)
-                op = randint(state, 0, 2)
+                # One draw for the split and the op: r = 3 * (left - 1) + op.
+                r = randint(state, 0, 3 * item - 4)
+                left = r // 3 + 1
+                op = r - 3 * (left - 1)
                 inputs[b, pos] = open_
                 pos += 1
                 depth += 1
@@ -116,7 +118,7 @@ def _fill_brackets(seed, lo, hi, modulus, plus, open_, close, equals, pad, input
                 total -= modulus * (total >= modulus)
                 difference = lhs - rhs
                 difference += modulus * (difference < 0)
-                product = (lhs * rhs) % modulus
+                product = products[lhs, rhs]
                 values[n_values - 1] = total * (op == 0) + difference * (op == 1) + product * (op == 2)
             else:
                 op = -1 - item
@@ -160,6 +162,8 @@ class ModularArithmeticBrackets(Task):
         self.vocab_size = m + 7
         self.pad_id = self.PAD
         self.chance_accuracy = 1.0 / m
+        # (a * b) mod M by lookup: a division per node would cost more than the rest of it.
+        self._products = (np.arange(m)[:, None] * np.arange(m)[None, :] % m).astype(np.int16)
         self.train_range = {"length": (1, 8)}
         self.eval_range = {"length": (8, 48)}
 
@@ -171,8 +175,8 @@ class ModularArithmeticBrackets(Task):
         lengths, seq_lens = _draw_bracket_sizes(seed, batch, lo, hi)
         inputs, targets, mask = empty_batch(batch, int(seq_lens.max()), self.PAD)
         depths = _fill_brackets(
-            seed, lo, hi, self.modulus, self.PLUS, self.OPEN, self.CLOSE, self.EQUALS, self.PAD,
-            inputs, targets, mask,
+            seed, lo, hi, self.modulus, self._products, self.PLUS, self.OPEN, self.CLOSE, self.EQUALS,
+            self.PAD, inputs, targets, mask,
         )
         return Batch(inputs, targets, mask, {"length": lengths, "depth": depths, "tokens": seq_lens})
 
