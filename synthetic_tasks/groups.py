@@ -142,7 +142,10 @@ class GroupWord(Task):
         return Batch(inputs, targets, mask, {"length": lengths})
 
     def element_name(self, token: int) -> str:
-        """Cycle notation of an element, e.g. ``(0 1)(2 4 3)``; ``e`` for the identity."""
+        """Cycle notation of an element, e.g. ``(0 1)(2 4 3)``; ``e`` for the identity.
+        Cyclic groups write the residue k of the rotation by k instead."""
+        if self.group.startswith("Z"):
+            return str(token)
         perm = self.elements[token]
         seen, cycles = set(), []
         for start in range(len(perm)):

@@ -116,4 +116,5 @@ def test_decode_writes_cycles():
     out = task.sample(0, 1, length=3)
     text = task.decode(out, 0)
     assert "S3" in text and text.count("\n") == 1
-    assert task.element_name(0) == "e"
+    assert task.element_name(0) == "e" and task.element_name(1) == "(1 2)"
+    assert make_task("group_z60").element_name(7) == "7"
