@@ -7,7 +7,7 @@ GPU should multiply throughput; this measures by how much, through the real driv
 count, with GPU utilisation sampled by nvidia-smi. The single-slot baseline runs only the first
 `--baseline-runs` runs of the grid (its rate is what matters, and it is the slow one).
 
-    python benchmarks/bench_sweep.py --out benchmarks/sweep_throughput.md      # GPU, ~4 min on an H100
+    python benchmarks/bench_sweep.py --out benchmarks/sweep_throughput.md   # GPU; sized for ~4 min on an H100
     python benchmarks/bench_sweep.py --smoke                                    # CPU, tiny, seconds
 
 Prints a Markdown table (and writes it to --out) with the device, date and commit.
@@ -143,8 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", default="A,G", help="comma-separated mixer patterns")
     parser.add_argument("--slots", default=f"1,2,4,{DEFAULT_SLOTS_PER_GPU},8", help="slots per GPU to try")
-    parser.add_argument("--runs", type=int, default=32, help="runs in the grid per setting")
-    parser.add_argument("--baseline-runs", type=int, default=8, help="runs for the single-slot setting")
+    parser.add_argument("--runs", type=int, default=24, help="runs in the grid per setting")
+    parser.add_argument("--baseline-runs", type=int, default=6, help="runs for the single-slot setting")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--size", type=int, default=1_000_000, help="target non-embedding parameters")
     parser.add_argument("--batch", type=int, default=64)

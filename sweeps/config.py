@@ -272,10 +272,12 @@ def _ranges(table, task, where: str, defaults: dict) -> dict[str, tuple[int, int
     return out
 
 
-def _check_sampling(task, train: dict, evals: dict, axes: list[str], where: str) -> None:
+def _check_sampling(
+    task, train: dict, evals: dict, axes: list[str], curriculum: list[str], where: str
+) -> None:
     """Draw one example at the corners a run will visit, so that knobs that constrain each other
     (e.g. more variables than bits) fail here rather than inside a worker."""
-    corners = [train]
+    corners = [train, {**train, **{knob: (train[knob][0],) * 2 for knob in curriculum}}]
     for knob in axes:
         lo = min(train[knob][0], evals[knob][0])
         hi = max(train[knob][1], evals[knob][1])
@@ -322,7 +324,7 @@ def _tasks(raw: dict) -> tuple[TaskSpec, ...]:
                     )
         if not axes:
             raise ValueError(f"{where}.eval_axes must name at least one knob of {sorted(task.knobs)}")
-        _check_sampling(task, train, evals, axes, where)
+        _check_sampling(task, train, evals, axes, curriculum, where)
         specs.append(
             TaskSpec(
                 name=name,
