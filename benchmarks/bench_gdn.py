@@ -124,9 +124,22 @@ def main():
     ap.add_argument("--shapes", default="0,1,2,3")
     ap.add_argument("--variants", default="", help="shape indices at which to time config variants of ours")
     ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--warm-only", action="store_true", help="compile and autotune (fills the disk caches)")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     fla_gdn = load_fla()
+    if args.warm_only:
+        for i_s in map(int, args.shapes.split(",")):
+            inputs = make_inputs(*SHAPES[i_s])
+            for backward in (False, True):
+                make_call(
+                    lambda **kw: chunk_gated_delta_rule(**kw, use_qk_l2norm_in_kernel=True), inputs, backward
+                )()
+                if fla_gdn is not None:
+                    make_call(lambda **kw: fla_gdn(**kw, use_qk_l2norm_in_kernel=True), inputs, backward)()
+            torch.cuda.synchronize()
+            print("warm", SHAPES[i_s], flush=True)
+        return
     bw, rate = ceilings()
     info = dict(
         device=torch.cuda.get_device_name(),
@@ -188,7 +201,7 @@ def main():
             for C, BV, warps in VARIANTS:
 
                 def cfg(K_, V_, BV=BV, warps=warps, base=base):
-                    c = base(K_, V_)
+                    c = dict(base(K_, V_))
                     bv = min(BV, max(16, triton.next_power_of_2(V_)))
                     c.update(BV_sweep=bv, BV_bwd=bv, warps_sweep=warps, warps_bwd=warps)
                     return c

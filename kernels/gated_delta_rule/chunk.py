@@ -8,6 +8,7 @@ Four launches per training step (README.md has the algebra):
 State and accumulation are fp32 throughout; the state is [K, V] per head.
 """
 
+import functools
 import os
 
 import torch
@@ -17,7 +18,7 @@ import triton.language as tl
 from kernels.gated_delta_rule.naive import check_inputs, naive_chunk_gated_delta_rule
 
 BACKENDS = ("triton", "torch")
-L2NORM_EPS = 1e-6
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -282,10 +283,9 @@ def chunk_gated_delta_rule_bwd_kernel(
     b_T = tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])
     b_eG = tl.exp(b_G)
     b_ekd = tl.exp(b_Gl - b_G)
-    b_gam = _decay_matrix(b_G, C, False)  # [C, C] causal
-    b_Sqk = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION)
-    b_P = b_Sqk * b_gam
-    b_kd = b_k * b_ekd[:, None]
+    # Tiles live across the V loop are kept few (q, k, T, P and four accumulators): registers bound
+    # this kernel, so Γ, qkᵀ and k̃ are recomputed where needed rather than held.
+    b_P = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * _decay_matrix(b_G, C, False)
 
     b_dP = tl.zeros([C, C], dtype=tl.float32)  # Σ_v do δᵀ
     b_dT = tl.zeros([C, C], dtype=tl.float32)  # gradient of T = (I + A)⁻¹
@@ -295,7 +295,7 @@ def chunk_gated_delta_rule_bwd_kernel(
     b_sqh = tl.zeros([C], dtype=tl.float32)  # Σ_v do ⊙ (q h0): decay of the inter-chunk output
     b_skh = tl.zeros([C], dtype=tl.float32)  # Σ_v dvb ⊙ (k h0): decay inside w
     b_r = tl.zeros([C], dtype=tl.float32)  # Σ_v δ ⊙ (k̃ dh): decay inside k̃
-    b_hdh = tl.zeros([BK, BV], dtype=tl.float32)  # h0 ⊙ dh, summed after the loop
+    b_hdh = tl.zeros([1], dtype=tl.float32)  # Σ h0 ⊙ dh
     p_hs = hs + (bh * NT + i_t) * (K * V)
     p_dh = dh + (bh * NT + i_t) * (K * V)
     for i_v in range(tl.cdiv(V, BV)):
@@ -312,7 +312,7 @@ def chunk_gated_delta_rule_bwd_kernel(
         )
         b_h = tl.load(p_hs + o_kv, mask=m_kv, other=0.0)  # [BK, BV] state at chunk start
         b_dhe = tl.load(p_dh + o_kv, mask=m_kv, other=0.0)  # [BK, BV] gradient at chunk end
-        b_kdh = tl.dot(b_kd, b_dhe, input_precision=PRECISION)  # [C, BV]
+        b_kdh = tl.dot(b_k * b_ekd[:, None], b_dhe, input_precision=PRECISION)  # [C, BV]
         b_dd = tl.dot(tl.trans(b_P), b_do, input_precision=PRECISION) * scale + b_kdh
         b_dvb = tl.dot(tl.trans(b_T), b_dd, input_precision=PRECISION)  # [C, BV]
         tl.store(dv + o_tv, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m_tv)
@@ -323,7 +323,7 @@ def chunk_gated_delta_rule_bwd_kernel(
         b_skh += tl.sum(b_dvb * b_kh, 1)
         b_sqh += tl.sum(b_do * b_qh, 1)
         b_r += tl.sum(b_d * b_kdh, 1)
-        b_hdh += b_h * b_dhe
+        b_hdh += tl.sum(tl.sum(b_h * b_dhe, 1), 0)
         b_dP += tl.dot(b_do, tl.trans(b_d), input_precision=PRECISION)
         b_dT += tl.dot(b_dd, tl.trans(b_x * b_beta[:, None]), input_precision=PRECISION)
         b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=PRECISION)
@@ -335,13 +335,14 @@ def chunk_gated_delta_rule_bwd_kernel(
         tl.dot(tl.trans(b_T), b_dT, input_precision=PRECISION), tl.trans(b_T), input_precision=PRECISION
     )
     b_dA = tl.where(m_strict, -b_dA, 0.0)
+    b_gam = _decay_matrix(b_G, C, False)
     b_Skk = tl.dot(b_k, tl.trans(b_k), input_precision=PRECISION)
     b_dAg = b_dA * b_gam
     b_B = b_dAg * b_beta[:, None]  # gradient of kkᵀ through A
     b_D2 = b_B * b_Skk  # dA ⊙ A
     b_dbeta += tl.sum(b_dAg * b_Skk, 1)
     b_dS = b_dP * b_gam * scale  # gradient of qkᵀ through P
-    b_D1 = b_dS * b_Sqk  # dP ⊙ P
+    b_D1 = b_dP * b_P * scale  # dP ⊙ P
     b_dq = b_dq * (b_eG * scale)[:, None] + tl.dot(b_dS, b_k, input_precision=PRECISION)
     b_dk += tl.dot(tl.trans(b_dS), b_q, input_precision=PRECISION)
     b_dk += tl.dot(b_B, b_k, input_precision=PRECISION) + tl.dot(
@@ -352,7 +353,7 @@ def chunk_gated_delta_rule_bwd_kernel(
     # when decays are strong: a pairwise term D_ij e^{G_i − G_j} (j < i) depends on g_s for j < s ≤ i,
     # and the k̃ term e^{G_C − G_j} on g_s for s > j.
     b_dGp = b_sqh * b_eG * scale - b_skh * b_beta * b_eG  # terms in e^{G_i}
-    b_dGp += tl.where(o_c == C - 1, tl.sum(tl.sum(b_hdh, 1), 0) * tl.exp(b_Gl), 0.0)
+    b_dGp += tl.where(o_c == C - 1, tl.sum(b_hdh, 0) * tl.exp(b_Gl), 0.0)
     b_D = tl.where(m_strict, b_D1, 0.0) + b_D2  # the diagonal carries no decay
     b_R = tl.cumsum(b_D, 1) - b_D  # R_is = Σ_{j<s} D_ij
     b_dg = tl.sum(tl.where(o_c[:, None] >= o_c[None, :], b_dGp[:, None] + b_R, b_r[:, None]), 0)
@@ -369,26 +370,18 @@ def chunk_gated_delta_rule_bwd_kernel(
     tl.store(dbeta + o_th, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
 
 
+@functools.cache
 def _launch_config(K: int, V: int) -> dict:
-    """Block sizes and warps per kernel; the sweeps split V across programs for parallelism."""
+    """Block sizes and warps per kernel (read, never mutate). The sweeps split V across programs
+    for parallelism; 8 warps and BV = 32 spill the fewest registers at K, V in 32..128 (sm_90)."""
     BK = max(16, triton.next_power_of_2(K))
-    BV_full = max(16, triton.next_power_of_2(V))
-    big = BK > 64
-    return dict(
-        BK=BK,
-        BV_sweep=min(BV_full, 32 if big else 64),
-        BV_bwd=min(BV_full, 32 if big else 64),
-        warps_inv=4,
-        warps_sweep=8 if big else 4,
-        warps_bwd=8 if big else 4,
-    )
+    BV = min(max(16, triton.next_power_of_2(V)), 32)
+    return dict(BK=BK, BV_sweep=BV, BV_bwd=BV, warps_inv=4, warps_sweep=8, warps_bwd=8)
 
 
 def _precision(*xs: torch.Tensor) -> str:
     # fp32 inputs get fp32 dots; otherwise tf32 (more mantissa than the bf16 inputs carry).
-    if os.environ.get("TRITON_INTERPRET") == "1" or all(x.dtype == torch.float32 for x in xs):
-        return "ieee"
-    return "tf32"
+    return "ieee" if INTERPRET or all(x.dtype == torch.float32 for x in xs) else "tf32"
 
 
 def chunk_gated_delta_rule_fwd(
