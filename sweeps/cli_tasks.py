@@ -18,7 +18,7 @@ def _fmt_range(lo: int, hi: int) -> str:
 
 
 def _parse_value(text: str):
-    """``5`` -> 5, ``3,40`` -> (3, 40), ``true``/``false`` -> bool, anything else stays a string."""
+    """``5`` -> 5, ``0.5`` -> 0.5, ``3,40`` -> (3, 40), ``true``/``false`` -> bool, else a string."""
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -26,7 +26,10 @@ def _parse_value(text: str):
     try:
         numbers = [int(part) for part in parts]
     except ValueError:
-        return text
+        try:
+            return float(text)
+        except ValueError:
+            return text
     if len(numbers) == 1:
         return numbers[0]
     if len(numbers) == 2:

@@ -20,8 +20,10 @@ VARIANTS = [(name, {}) for name in sorted(TASKS)] + [
     ("dyck", {"kinds": 1}),
     ("dyck", {"kinds": 5}),
     ("mqar", {"vocab": 64}),
+    ("state_based_recall", {"supervision": "dense"}),
+    ("state_based_recall_text", {"supervision": "dense"}),
+    ("boolean_formula", {"notation": "infix"}),
 ]
-VARIANTS = [(name, params) for name, params in VARIANTS if name in TASKS]
 
 
 def _id(variant) -> str:
