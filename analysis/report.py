@@ -83,6 +83,15 @@ def build_blocks(analysis: Analysis, figure_dir: Path) -> list[Block]:
     blocks: list[Block] = [
         Heading(f"hxt report: {name}", 1),
         Table(header_table(analysis)),
+    ]
+    unfinished = store.status_counts["pending"] + store.status_counts["running"]
+    if unfinished:
+        blocks.append(
+            Prose(
+                f"**The sweep is not finished**: {unfinished} runs are pending or running; cells may change."
+            )
+        )
+    blocks += [
         Prose(
             "**How to read this report.** Each (task, architecture, size, seed) is represented by the "
             "learning rate that did best *in range* (scaled accuracy on evaluation bins inside the "
