@@ -372,11 +372,14 @@ def chunk_gated_delta_rule_bwd_kernel(
 
 @functools.cache
 def _launch_config(K: int, V: int) -> dict:
-    """Block sizes and warps per kernel (read, never mutate). The sweeps split V across programs
-    for parallelism; 8 warps and BV = 32 spill the fewest registers at K, V in 32..128 (sm_90)."""
+    """Block sizes and warps per kernel (read, never mutate). The sweeps split V across programs for
+    parallelism. Measured on an H100 (benchmarks/RESULTS.md): 4 warps with BV = 64 beat 8 warps with
+    BV = 32 at K = V = 32 and 64 (fwd 155 µs vs 325 µs at B=64, T=512, H=4)."""
     BK = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), 32)
-    return dict(BK=BK, BV_sweep=BV, BV_bwd=BV, warps_inv=4, warps_sweep=8, warps_bwd=8)
+    big = BK > 64
+    BV = min(max(16, triton.next_power_of_2(V)), 16 if BK > 128 else 32 if big else 64)
+    warps = 8 if big else 4
+    return dict(BK=BK, BV_sweep=BV, BV_bwd=BV, warps_inv=4, warps_sweep=warps, warps_bwd=warps)
 
 
 def _precision(*xs: torch.Tensor) -> str:
@@ -472,11 +475,11 @@ def chunk_gated_delta_rule(
     Returns ``o`` ``[B, T, H, V]`` in v's dtype and, if ``output_final_state``, the final state
     ``[B, H, K, V]`` in float32 (float64 on the torch backend with float64 inputs), else None.
     ``g`` is the log decay (≤ 0), ``beta`` in (0, 2). ``chunk_size`` (a power of two ≥ 16) defaults
-    to 64, or 32 for K > 64. Inputs of mixed dtypes are accepted and cast inside.
+    to 64, 32 for K > 64, 16 for K > 128. Inputs of mixed dtypes are accepted and cast inside.
     """
     B, T, H, K, V = check_inputs(q, k, v, g, beta, initial_state)
-    # 32 past K = 64 keeps the backward's tiles within registers and shared memory.
-    C = chunk_size if chunk_size is not None else (64 if K <= 64 else 32)
+    # Smaller chunks for wider keys keep the tiles within registers and shared memory.
+    C = chunk_size if chunk_size is not None else (64 if K <= 64 else 32 if K <= 128 else 16)
     if C < 16 or C & (C - 1):
         raise ValueError(f"chunk_size must be a power of two >= 16; got {chunk_size}")
     if backend == "torch":

@@ -137,7 +137,7 @@ def test_triton_matches_float64_recurrence(T, H, K, V):
     ("T", "K", "V", "chunk_size"), [(100, 16, 32, None), (40, 256, 32, None), (70, 32, 48, 32)]
 )
 def test_triton_l2norm_default_chunks_and_wide_keys(T, K, V, chunk_size):
-    # chunk_size None: 64, or 32 for K = 256. V = 48 is not a power of two.
+    # chunk_size None: 64 for K = 16, 16 for K = 256. V = 48 is not a power of two.
     inputs = make_inputs(1, T, 2, K, V, normalize_k=False)
     ref = run(naive_recurrent_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
     with poisoned_empty():
