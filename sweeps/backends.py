@@ -1,13 +1,14 @@
 """Where runs execute: `local` (a spawn-based pool of worker processes) or `ray` (Ray tasks).
 
 Both are *executors* with the same three calls — `submit(run)`, `wait(timeout) -> [(run_id,
-result)]`, `close()` — and a `capacity` (runs in flight at once). The driver (`drive`) hands them
+result)]`, `close()` — and a `capacity` (runs in flight at once). The driver (`sweeps.runner`) hands them
 plain JSON run dicts and writes every result to the store itself; workers never touch the store.
 
-Local on GPUs: worker *i* sees only GPU ``i % n_gpus`` (``CUDA_VISIBLE_DEVICES`` is set in
-the worker before CUDA starts), so ``slots_per_gpu`` small models share each card. On CPU: N
-worker processes with one torch thread each. A worker that dies (OOM kill, segfault, SIGKILL)
-fails only the run it held and is replaced; a worker whose driver dies exits within a second.
+Local on GPUs: worker *i* sees only the (i mod n)-th of the driver's n visible GPUs
+(``CUDA_VISIBLE_DEVICES`` is set in the worker before CUDA starts), so ``slots_per_gpu`` small
+models share each card. On CPU: N worker processes with one torch thread each. A worker that
+dies (OOM kill, segfault, SIGKILL) fails only the run it held and is replaced; a worker whose
+driver dies exits within a second.
 """
 
 from __future__ import annotations
@@ -22,20 +23,26 @@ from multiprocessing.connection import wait as wait_connections
 
 from sweeps.train import run as train_run
 
-__all__ = ["LocalExecutor", "RayExecutor", "gpu_count", "default_workers", "RAY_INSTALL"]
+__all__ = ["LocalExecutor", "RayExecutor", "gpu_count", "visible_gpus", "default_workers", "RAY_INSTALL"]
 
 RAY_INSTALL = "pip install 'hxt[ray]'"
 DEFAULT_SLOTS_PER_GPU = 6
 
 
-def gpu_count() -> int:
-    """GPUs visible to the driver, counted without initialising CUDA in this process."""
+def visible_gpus() -> list[str]:
+    """The GPUs visible to the driver, as CUDA_VISIBLE_DEVICES entries (without initialising CUDA)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        entries = [d.strip() for d in visible.split(",")]
+        # CUDA stops at the first invalid entry, "-1" included.
+        return entries[: entries.index("-1")] if "-1" in entries else [d for d in entries if d]
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def gpu_count() -> int:
+    return len(visible_gpus())
 
 
 def default_workers(device_policy: str, slots_per_gpu: int) -> int:
@@ -52,9 +59,9 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _worker_main(conn, gpu: int | None, run_fn: Callable, parent: int) -> None:
+def _worker_main(conn, gpu: str | None, run_fn: Callable, parent: int) -> None:
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     device = "cuda" if gpu is not None else "cpu"
     while True:
@@ -73,7 +80,7 @@ def _worker_main(conn, gpu: int | None, run_fn: Callable, parent: int) -> None:
 
 
 class _Slot:
-    def __init__(self, gpu: int | None):
+    def __init__(self, gpu: str | None):
         self.gpu = gpu
         self.process = None
         self.conn = None
@@ -96,7 +103,8 @@ class LocalExecutor:
             raise ValueError(f"--slots-per-gpu must be >= 1, got {slots_per_gpu}")
         self.context = mp.get_context("spawn")
         self.run_fn = run_fn
-        self.slots = [_Slot(i % gpus if gpus else None) for i in range(workers)]
+        ids = visible_gpus()[:gpus] if gpus else []
+        self.slots = [_Slot(ids[i % len(ids)] if ids else None) for i in range(workers)]
         self.capacity = workers
 
     def _start(self, slot: _Slot) -> None:
