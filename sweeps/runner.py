@@ -7,6 +7,7 @@ leaves no trace; each result is committed the moment it arrives.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections import deque
 from collections.abc import Callable
@@ -170,7 +171,16 @@ def _execute(store, config, by_id, queue, backend, workers, slots, address, run_
             for rid, result in executor.wait(timeout=0.5):
                 running.discard(rid)
                 result["git_commit"] = commit
-                store.record(rid, result)
+                try:
+                    store.record(rid, result)
+                except (sqlite3.IntegrityError, KeyError, TypeError, ValueError) as error:
+                    # A malformed result must not take the sweep down: keep the run, as failed.
+                    result = {
+                        "status": "failed",
+                        "error": f"could not store the result: {error!r}",
+                        "git_commit": commit,
+                    }
+                    store.record(rid, result)
                 attempts[rid] += 1
                 status = result["status"]
                 if status == "failed" and attempts[rid] < config.max_attempts:

@@ -1,5 +1,6 @@
 """A run function for tests of failure handling: seed 1 raises, seed 2 kills its worker process,
-seed 3 trains with an absurd learning rate (a real divergence); other seeds run normally."""
+seed 3 trains with an absurd learning rate (a real divergence), seed 4 returns a result the store
+cannot take; other seeds run normally."""
 
 import os
 import signal
@@ -12,6 +13,8 @@ def run(config: dict, device: str | None = None, threads: int = 1) -> dict:
         raise RuntimeError("injected failure")
     if config["seed"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
+    if config["seed"] == 4:
+        return {"status": "done", "evals": [{"knob": "length"}]}
     if config["seed"] == 3:
         config = {**config, "lr": 1e30}
     return train_run(config, device=device, threads=threads)

@@ -109,11 +109,11 @@ def test_a_sigkilled_sweep_resumes_without_losing_or_repeating_runs(tmp_path):
 
 @pytest.mark.slow
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, capsys):
-    path = _sweep_file(tmp_path, range(4))
+    path = _sweep_file(tmp_path, range(5))
     from tests.sweeps.faulty import run as faulty_run
 
     summary = run_sweep(path, tmp_path / "out", workers=2, run_fn=faulty_run, show_progress=False)
-    assert summary.counts == {"done": 1, "failed": 2, "diverged": 1}
+    assert summary.counts == {"done": 1, "failed": 3, "diverged": 1}
     db = sqlite3.connect(tmp_path / "out" / STORE_NAME)
     rows = {
         seed: (status, attempts, error)
@@ -123,6 +123,7 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     assert rows[1][:2] == ("failed", 2) and "injected failure" in rows[1][2]
     assert rows[2][:2] == ("failed", 2) and "worker process died" in rows[2][2]
     assert rows[3][:2] == ("diverged", 1) and "non-finite" in rows[3][2]
+    assert rows[4][:2] == ("failed", 2) and "could not store the result" in rows[4][2]
     # a diverged run keeps its curve up to the divergence, and has no evaluation
     (seed3,) = db.execute("SELECT run_id FROM runs WHERE seed = 3").fetchone()
     assert db.execute("SELECT COUNT(*) FROM metrics WHERE run_id = ?", (seed3,)).fetchone()[0] >= 1
@@ -134,7 +135,7 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     assert "1 diverged" in out and "injected failure" in out and "worker process died" in out
     # re-running does not repeat finished runs nor failed runs out of attempts
     again = run_sweep(path, tmp_path / "out", workers=2, run_fn=faulty_run, show_progress=False)
-    assert again.skipped == 4 and again.counts == summary.counts
+    assert again.skipped == 5 and again.counts == summary.counts
 
 
 @pytest.mark.slow
