@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One device call: GPU test suite (kernels, architectures) + model and sweep throughput benchmarks.
-# Usage (repo root, on the GPU machine): bash benchmarks/device_suite.sh OUT_DIR [TEST_SECONDS] [MODEL_SECONDS] [SWEEP_SECONDS]
+# One device call: the GPU test suite (kernels, architectures; one pytest process per file, in
+# parallel, since Triton compilation is CPU-bound) + model and sweep throughput benchmarks.
+# Usage (repo root, on the GPU machine):
+#   bash benchmarks/device_suite.sh OUT_DIR [TEST_SECONDS] [MODEL_SECONDS] [SWEEP_SECONDS] [SWEEP_ARGS...]
 set -u
 out=${1:?output directory}
 mkdir -p "$out"
@@ -8,8 +10,16 @@ export PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  git rev-parse --short HEAD 2>/dev/null || true
 } | tee "$out/env.txt"
-timeout "${2:-150}" python3 -m pytest -q -x -p no:cacheprovider tests/kernels tests/architectures 2>&1 | tail -25 | tee "$out/gpu_tests.txt"
-timeout "${3:-200}" python3 benchmarks/bench_models.py --with-fla --budget $(( ${3:-200} - 20 )) --out "$out/models.md" 2>&1 | tail -40
-timeout "${4:-170}" python3 benchmarks/bench_sweep.py --out "$out/sweep.md" 2>&1 | tail -30
+pids=()
+for f in tests/kernels/test_*.py tests/architectures/test_*.py; do
+  name=$(basename "$f" .py)
+  timeout "${2:-200}" python3 -m pytest -q -p no:cacheprovider "$f" >"$out/gpu_$name.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for f in "$out"/gpu_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done | tee "$out/gpu_tests.txt"
+grep -h -E "^(FAILED|ERROR)" "$out"/gpu_*.log | head -20
+timeout "${3:-200}" python3 benchmarks/bench_models.py --budget $(( ${3:-200} - 20 )) --out "$out/models.md" 2>&1 | tail -30
+shift 4 2>/dev/null || shift $#
+timeout "${SWEEP_SECONDS:-170}" python3 benchmarks/bench_sweep.py --out "$out/sweep.md" "$@" 2>&1 | tail -30
