@@ -5,6 +5,7 @@
 #   bash benchmarks/device_suite.sh OUT_DIR [TEST_SECONDS] [MODEL_SECONDS] [SWEEP_SECONDS] [SWEEP_ARGS...]
 set -u
 out=${1:?output directory}
+test_s=${2:-200} model_s=${3:-200} sweep_s=${4:-170}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 {
@@ -14,12 +15,12 @@ export PYTHONUNBUFFERED=1
 pids=()
 for f in tests/kernels/test_*.py tests/architectures/test_*.py; do
   name=$(basename "$f" .py)
-  timeout "${2:-200}" python3 -m pytest -q -p no:cacheprovider "$f" >"$out/gpu_$name.log" 2>&1 &
+  timeout "$test_s" python3 -m pytest -q -p no:cacheprovider "$f" >"$out/gpu_$name.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
 for f in "$out"/gpu_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done | tee "$out/gpu_tests.txt"
 grep -h -E "^(FAILED|ERROR)" "$out"/gpu_*.log | head -20
-timeout "${3:-200}" python3 benchmarks/bench_models.py --budget $(( ${3:-200} - 20 )) --out "$out/models.md" 2>&1 | tail -30
+timeout "$model_s" python3 benchmarks/bench_models.py --budget $(( model_s - 20 )) --out "$out/models.md" 2>&1 | tail -30
 shift 4 2>/dev/null || shift $#
-timeout "${SWEEP_SECONDS:-170}" python3 benchmarks/bench_sweep.py --out "$out/sweep.md" "$@" 2>&1 | tail -30
+timeout "$sweep_s" python3 benchmarks/bench_sweep.py --out "$out/sweep.md" "$@" 2>&1 | tail -30
