@@ -48,9 +48,9 @@ def heatmap(summary: pd.DataFrame, path: Path) -> Path:
         top.pivot(index="task_label", columns="arch", values=column).reindex(index=tasks, columns=archs)
         for column, _ in panels
     ]
-    values = np.concatenate([grid.to_numpy(dtype=float).ravel() for grid in grids])
-    low = min(-0.25, np.nanmin(values) if np.isfinite(values).any() else 0.0)
-    norm = TwoSlopeNorm(vmin=low, vcenter=0.0, vmax=1.0)
+    # Symmetric about chance so that noise just below chance stays pale; -1 is the floor for
+    # chance 1/2 (answering the opposite every time), and rarer lower values share its colour.
+    norm = TwoSlopeNorm(vmin=-1.0, vcenter=0.0, vmax=1.0)
     cmap = colormaps["RdBu"].with_extremes(bad="0.9")
     width = max(8.0, 2 * (1.6 + 0.6 * len(archs)) + 2.5)
     fig = Figure(figsize=(width, 1.4 + 0.42 * len(tasks)), dpi=DPI, layout="constrained")
@@ -74,7 +74,7 @@ def heatmap(summary: pd.DataFrame, path: Path) -> Path:
                 ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
     bar = fig.colorbar(image, ax=axes, shrink=0.9, pad=0.02)
     bar.set_label("scaled accuracy\n(0 = chance, 1 = perfect)", fontsize=8)
-    bar.set_ticks(sorted({round(low, 2), 0.0, 0.5, 1.0}))
+    bar.set_ticks([-1.0, -0.5, 0.0, 0.5, 1.0])
     return _save(fig, path)
 
 
