@@ -99,12 +99,13 @@ def test_tiny_model_overfits_a_fixed_batch(pattern):
 @pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["A", "G", "M", "GMA"])
 def test_triton_and_torch_backends_agree(pattern):
-    # Run under TRITON_INTERPRET=1 on CPU (tests/conftest.py): keep it tiny.
+    # On CPU this runs under TRITON_INTERPRET=1 (tests/conftest.py): keep it tiny.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     config = tiny(pattern, d_model=8, n_heads=2, ssd_state=4, mlp_ratio=1.0, allow_neg_eigval=True)
-    inputs = torch.randint(0, 16, (1, 11), generator=torch.Generator().manual_seed(3))
+    inputs = torch.randint(0, 16, (1, 11), generator=torch.Generator().manual_seed(3)).to(device)
     results = []
     for backend in ("torch", "triton"):
-        model = build(dataclasses.replace(config, backend=backend))
+        model = build(dataclasses.replace(config, backend=backend)).to(device)
         logits = model(inputs)
         logits.pow(2).mean().backward()
         results.append((logits, {name: p.grad for name, p in model.named_parameters()}))

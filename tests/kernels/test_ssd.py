@@ -196,7 +196,7 @@ def test_bad_inputs_raise_value_error(monkeypatch):
             m.delenv("TRITON_INTERPRET", raising=False)
             with pytest.raises(ValueError, match="CUDA tensors"):
                 chunk_ssd(**inputs)
-    big = make_inputs(1, 2, 1, 1, 300, 4)
+    big = make_inputs(1, 2, 1, 1, 300, 4, device=DEVICE)
     with pytest.raises(ValueError, match="K <= 256|K \\(d_state\\)"):
         chunk_ssd(**big)
 
