@@ -51,3 +51,18 @@ def pack_rows(tokens, starts, seq_lens, positions, answers, counts, max_supervis
             targets[b, positions[slot]] = answers[slot]
             mask[b, positions[slot]] = True
     return inputs, targets, mask
+
+
+@numba.njit(cache=True, inline="always")
+def put_decimal(row, t, value, digit0):
+    """Write the non-negative int `value` as digit tokens (token of digit d = digit0 + d) from row[t];
+    return the position after the last digit."""
+    digits = 1
+    power = 10
+    while value >= power:
+        digits += 1
+        power *= 10
+    for j in range(digits - 1, -1, -1):
+        row[t + j] = digit0 + value % 10
+        value //= 10
+    return t + digits

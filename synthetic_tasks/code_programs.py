@@ -17,7 +17,7 @@ import numpy as np
 
 from synthetic_tasks._rng import randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
+from synthetic_tasks.code_common import flat_buffers, pack_rows, put_decimal, supervise
 
 __all__ = ["StraightLinePrograms"]
 
@@ -60,15 +60,7 @@ def _put_int(row, t, value):
         row[t] = _MINUS
         t += 1
         value = -value
-    digits = 1
-    power = 10
-    while value >= power:
-        digits += 1
-        power *= 10
-    for j in range(digits - 1, -1, -1):
-        row[t + j] = _DIGIT0 + value % 10
-        value //= 10
-    return t + digits
+    return put_decimal(row, t, value, _DIGIT0)
 
 
 @numba.njit(cache=True, inline="always")

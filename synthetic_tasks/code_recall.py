@@ -33,7 +33,7 @@ import numpy as np
 
 from synthetic_tasks._rng import next_u64, randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
+from synthetic_tasks.code_common import flat_buffers, pack_rows, put_decimal, supervise
 
 __all__ = ["StateBasedRecall", "StateBasedRecallText"]
 
@@ -315,19 +315,6 @@ def _put(row, t, codes):
 
 
 @numba.njit(cache=True, inline="always")
-def _put_int(row, t, value):
-    digits = 1
-    power = 10
-    while value >= power:
-        digits += 1
-        power *= 10
-    for j in range(digits - 1, -1, -1):
-        row[t + j] = _DIGIT0 + value % 10
-        value //= 10
-    return t + digits
-
-
-@numba.njit(cache=True, inline="always")
 def _put_sep(row, t):
     row[t] = _COMMA
     row[t + 1] = _SPACE
@@ -383,7 +370,7 @@ def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_
         for v in range(k):
             if v > 0:
                 t = _put_sep(row, t)
-            t = _put_int(row, t, addr[v])
+            t = put_decimal(row, t, addr[v], _DIGIT0)
         row[t] = _NL
         t += 1
         start = addr[q]
