@@ -22,6 +22,28 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
+def _round(x, DT: tl.constexpr, EMU: tl.constexpr):
+    """x in dtype DT, rounded to nearest even as the GPU's casts do (the interpreter's truncate, a
+    bias that would pile up in the saved bf16 intermediates)."""
+    if EMU:
+        if DT == tl.bfloat16:
+            b = x.to(tl.float32).to(tl.uint32, bitcast=True)
+            b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+            x = b.to(tl.float32, bitcast=True)
+    return x.to(DT)
+
+
+@triton.jit
+def _c(x, DT: tl.constexpr, EMU: tl.constexpr):
+    """x rounded to the dot operand dtype DT. The interpreter cannot multiply bf16 tiles, so with EMU
+    the rounded values are handed to the dot in fp32: the same numbers the GPU multiplies."""
+    y = _round(x, DT, EMU)
+    if EMU:
+        y = y.to(tl.float32)
+    return y
+
+
+@triton.jit
 def _load_qk(p_base, m_t, H, K: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr):
     """A [C, BK] chunk of q or k (p_base: its first row) in fp32, optionally L2-normalised; also
     returns 1/norm per row."""
@@ -37,14 +59,18 @@ def _load_qk(p_base, m_t, H, K: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
 
 
 @triton.jit
-def _load_gb(g, beta, r0, m_t, H, C: tl.constexpr):
-    """Gates of one chunk (r0: its first row): cumulative log decay G, its last value, and β
-    (padded steps: g = 0, β = 0)."""
-    o_c = tl.arange(0, C) * H
-    b_g = tl.load(g + r0 + o_c, mask=m_t, other=0.0).to(tl.float32)
-    b_beta = tl.load(beta + r0 + o_c, mask=m_t, other=0.0).to(tl.float32)
-    b_G = tl.cumsum(b_g, 0)
+def _load_G(g, r0, m_t, H, C: tl.constexpr):
+    """Cumulative log decay G of one chunk (r0: its first row) and its last value (padded steps: g = 0)."""
+    b_G = tl.cumsum(tl.load(g + r0 + tl.arange(0, C) * H, mask=m_t, other=0.0).to(tl.float32), 0)
     b_Gl = tl.sum(tl.where(tl.arange(0, C) == C - 1, b_G, 0.0), 0)
+    return b_G, b_Gl
+
+
+@triton.jit
+def _load_gb(g, beta, r0, m_t, H, C: tl.constexpr):
+    """G, its last value, and β (padded steps: β = 0)."""
+    b_G, b_Gl = _load_G(g, r0, m_t, H, C)
+    b_beta = tl.load(beta + r0 + tl.arange(0, C) * H, mask=m_t, other=0.0).to(tl.float32)
     return b_G, b_Gl, b_beta
 
 
@@ -60,34 +86,42 @@ def _decay_matrix(b_G, C: tl.constexpr, STRICT: tl.constexpr):
 
 
 @triton.jit
-def chunk_gated_delta_rule_fwd_kkt_inv_kernel(
+def chunk_gated_delta_rule_fwd_prep_kernel(
     k,
+    v,
     g,
     beta,
     Ai,
+    w,
+    u,
     T,
     H,
     K: tl.constexpr,
+    V: tl.constexpr,
     C: tl.constexpr,
     LOG_C: tl.constexpr,
     BK: tl.constexpr,
+    BV: tl.constexpr,
     USE_L2NORM: tl.constexpr,
     PRECISION: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
+    DT = w.dtype.element_ty  # operand dtype of every dot: the inputs' (bf16) or fp32
     NT = tl.cdiv(T, C)
     o_c = tl.arange(0, C)
-    o_t = i_t * C + o_c
-    m_t = o_t < T
+    o_k = tl.arange(0, BK)
+    m_t = i_t * C + o_c < T
     r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h  # row of the chunk's first step in [B·T·H]
     b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
     b_G, _, b_beta = _load_gb(g, beta, r0, m_t, H, C)
-    b_A = tl.dot(b_k, tl.trans(b_k), input_precision=PRECISION) * b_beta[:, None]
+    b_kc = _c(b_k, DT, EMU)
+    b_A = tl.dot(b_kc, tl.trans(b_kc), input_precision=PRECISION) * b_beta[:, None]
     b_A = b_A * _decay_matrix(b_G, C, True)  # [C, C] strictly lower
     # (I + A)⁻¹ by doubling: invert 1×1 diagonal blocks (trivially I), then merge pairs of blocks,
     # [[X, 0], [L, Y]]⁻¹ = [[X⁻¹, 0], [−Y⁻¹ L X⁻¹, Y⁻¹]], i.e. T ← T − T L T with L the coupling part.
-    # Exact algebra with no growing powers of A, so it stays stable for β up to 2.
+    # Exact algebra with no growing powers of A, so it stays stable for β up to 2. Kept in fp32.
     b_T = (o_c[:, None] == o_c[None, :]).to(tl.float32)
     for lv in tl.static_range(LOG_C):
         m_l = (
@@ -103,22 +137,29 @@ def chunk_gated_delta_rule_fwd_kkt_inv_kernel(
             b_T = b_T - tl.dot(b_TL, b_T, input_precision=PRECISION)
     p_A = Ai + (i_bh.to(tl.int64) * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :]
     tl.store(p_A, b_T)
+    b_Tc = _c(b_T, DT, EMU)
+    b_w = tl.dot(b_Tc, _c((b_k * (b_beta * tl.exp(b_G))[:, None]), DT, EMU), input_precision=PRECISION)
+    m_tk = m_t[:, None] & (o_k[None, :] < K)
+    tl.store(w + r0 * K + o_c[:, None] * (H * K) + o_k[None, :], _round(b_w, DT, EMU), mask=m_tk)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_tv = m_t[:, None] & (o_v[None, :] < V)
+        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
+        b_v = tl.load(v + o_tv, mask=m_tv, other=0.0).to(tl.float32)
+        b_u = tl.dot(b_Tc, _c((b_v * b_beta[:, None]), DT, EMU), input_precision=PRECISION)
+        tl.store(u + o_tv, _round(b_u, DT, EMU), mask=m_tv)
 
 
 @triton.jit
-def chunk_gated_delta_rule_fwd_kernel(
-    q,
+def chunk_gated_delta_rule_fwd_h_kernel(
     k,
-    v,
+    w,
+    u,
     g,
-    beta,
-    Ai,
     h0,
-    o,
-    ht,
     hs,
     dlt,
-    scale,
+    ht,
     T,
     H,
     K: tl.constexpr,
@@ -129,11 +170,12 @@ def chunk_gated_delta_rule_fwd_kernel(
     USE_L2NORM: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
-    SAVE: tl.constexpr,
     PRECISION: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
+    DT = w.dtype.element_ty
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
     bos = i_b.to(tl.int64) * T
@@ -142,50 +184,124 @@ def chunk_gated_delta_rule_fwd_kernel(
     o_v = i_v * BV + tl.arange(0, BV)
     m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
     o_kv = o_k[:, None] * V + o_v[None, :]
-    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)  # the state stays fp32 in registers
     if USE_H0:
         b_h += tl.load(h0 + bh * (K * V) + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     for i_t in range(NT):
-        o_t = i_t * C + o_c
-        m_t = o_t < T
+        m_t = i_t * C + o_c < T
         r0 = (bos + i_t * C) * H + i_h
-        b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+        tl.store(hs + (bh * NT + i_t) * (K * V) + o_kv, _round(b_h, DT, EMU), mask=m_kv)
         b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-        b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
+        b_G, b_Gl = _load_G(g, r0, m_t, H, C)
+        p_w = w + r0 * K + o_c[:, None] * (H * K) + o_k[None, :]
+        b_w = _c(tl.load(p_w, mask=m_t[:, None] & (o_k[None, :] < K), other=0.0), DT, EMU)
         m_tv = m_t[:, None] & (o_v[None, :] < V)
-        o_cv = o_c[:, None] * (H * V) + o_v[None, :]
-        p_v = v + r0 * V + o_cv
-        b_v = tl.load(p_v, mask=m_tv, other=0.0).to(tl.float32)
-        b_T = tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])
-        b_eG = tl.exp(b_G)
-        b_w = tl.dot(b_T, b_k * (b_beta * b_eG)[:, None], input_precision=PRECISION)  # [C, BK]
-        b_u = tl.dot(b_T, b_v * b_beta[:, None], input_precision=PRECISION)  # [C, BV]
-        b_d = b_u - tl.dot(b_w, b_h, input_precision=PRECISION)  # [C, BV]
-        if SAVE:
-            tl.store(hs + (bh * NT + i_t) * (K * V) + o_kv, b_h, mask=m_kv)
-            p_d = dlt + (bh * NT + i_t) * (C * V) + o_c[:, None] * V + o_v[None, :]
-            tl.store(p_d, b_d, mask=o_v[None, :] < V)
-        b_P = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * _decay_matrix(b_G, C, False)
-        b_o = tl.dot(b_q * b_eG[:, None], b_h, input_precision=PRECISION)
-        b_o = (b_o + tl.dot(b_P, b_d, input_precision=PRECISION)) * scale
-        p_o = o + r0 * V + o_cv
-        tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_tv)
-        b_kd = b_k * tl.exp(b_Gl - b_G)[:, None]
-        b_h = b_h * tl.exp(b_Gl) + tl.dot(tl.trans(b_kd), b_d, input_precision=PRECISION)
+        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
+        b_d = tl.load(u + o_tv, mask=m_tv, other=0.0).to(tl.float32)
+        b_d -= tl.dot(b_w, _c(b_h, DT, EMU), input_precision=PRECISION)  # δ = u − w h   [C, BV]
+        b_dc = _round(b_d, DT, EMU)
+        tl.store(dlt + o_tv, b_dc, mask=m_tv)
+        b_kd = _c((b_k * tl.exp(b_Gl - b_G)[:, None]), DT, EMU)
+        b_h = b_h * tl.exp(b_Gl) + tl.dot(tl.trans(b_kd), _c(b_dc, DT, EMU), input_precision=PRECISION)
     if STORE_HT:
         tl.store(ht + bh * (K * V) + o_kv, b_h, mask=m_kv)
+
+
+@triton.jit
+def chunk_gated_delta_rule_fwd_o_kernel(
+    q,
+    k,
+    g,
+    hs,
+    dlt,
+    o,
+    scale,
+    T,
+    H,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    EMU: tl.constexpr,
+):
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    DT = dlt.dtype.element_ty
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_t = i_t * C + o_c < T
+    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h
+    b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    b_G, _ = _load_G(g, r0, m_t, H, C)
+    b_P = tl.dot(_c(b_q, DT, EMU), tl.trans(_c(b_k, DT, EMU)), input_precision=PRECISION)
+    b_P = b_P * _decay_matrix(b_G, C, False) * scale
+    p_h = hs + (i_bh.to(tl.int64) * NT + i_t) * (K * V) + o_k[:, None] * V + o_v[None, :]
+    b_h = _c(tl.load(p_h, mask=(o_k[:, None] < K) & (o_v[None, :] < V), other=0.0), DT, EMU)
+    m_tv = m_t[:, None] & (o_v[None, :] < V)
+    o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
+    b_d = _c(tl.load(dlt + o_tv, mask=m_tv, other=0.0), DT, EMU)
+    b_o = tl.dot(_c((b_q * (tl.exp(b_G) * scale)[:, None]), DT, EMU), b_h, input_precision=PRECISION)
+    b_o += tl.dot(_c(b_P, DT, EMU), b_d, input_precision=PRECISION)
+    tl.store(o + o_tv, _round(b_o, o.dtype.element_ty, EMU), mask=m_tv)
+
+
+@triton.jit
+def chunk_gated_delta_rule_bwd_dd_local_kernel(
+    q,
+    k,
+    g,
+    do,
+    ddl,
+    scale,
+    T,
+    H,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    EMU: tl.constexpr,
+):
+    """The part of dδ inside the chunk, scale (q kᵀ ⊙ Γ)ᵀ do: no state involved, so chunk-parallel."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    DT = ddl.dtype.element_ty
+    o_c = tl.arange(0, C)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_t = i_t * C + o_c < T
+    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h
+    b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    b_G, _ = _load_G(g, r0, m_t, H, C)
+    # Pᵀ directly: k qᵀ ⊙ Γᵀ
+    b_Pt = tl.dot(_c(b_k, DT, EMU), tl.trans(_c(b_q, DT, EMU)), input_precision=PRECISION)
+    b_Pt = b_Pt * tl.trans(_decay_matrix(b_G, C, False)) * scale
+    m_tv = m_t[:, None] & (o_v[None, :] < V)
+    o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
+    b_do = _c(tl.load(do + o_tv, mask=m_tv, other=0.0), DT, EMU)
+    b_dd = tl.dot(_c(b_Pt, DT, EMU), b_do, input_precision=PRECISION)
+    tl.store(ddl + o_tv, _round(b_dd, DT, EMU), mask=m_tv)
 
 
 @triton.jit
 def chunk_gated_delta_rule_bwd_dh_kernel(
     q,
     k,
+    w,
     g,
-    beta,
-    Ai,
     do,
+    ddl,
     dht,
     dh,
+    dd,
     dh0,
     scale,
     T,
@@ -199,9 +315,11 @@ def chunk_gated_delta_rule_bwd_dh_kernel(
     USE_DHT: tl.constexpr,
     STORE_DH0: tl.constexpr,
     PRECISION: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
+    DT = w.dtype.element_ty
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
     bos = i_b.to(tl.int64) * T
@@ -215,27 +333,27 @@ def chunk_gated_delta_rule_bwd_dh_kernel(
         b_dh += tl.load(dht + bh * (K * V) + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     for i_s in range(NT):
         i_t = NT - 1 - i_s
-        o_t = i_t * C + o_c
-        m_t = o_t < T
-        tl.store(dh + (bh * NT + i_t) * (K * V) + o_kv, b_dh, mask=m_kv)
+        m_t = i_t * C + o_c < T
         r0 = (bos + i_t * C) * H + i_h
+        b_dhc = _round(b_dh, DT, EMU)  # stored as is; _c(b_dhc) feeds the dot
+        tl.store(dh + (bh * NT + i_t) * (K * V) + o_kv, b_dhc, mask=m_kv)
         b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
         b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-        b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
-        p_do = do + r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
-        b_do = tl.load(p_do, mask=m_t[:, None] & (o_v[None, :] < V), other=0.0).to(tl.float32)
-        b_T = tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])
-        b_eG = tl.exp(b_G)
-        b_w = tl.dot(b_T, b_k * (b_beta * b_eG)[:, None], input_precision=PRECISION)  # [C, BK]
-        b_P = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * _decay_matrix(b_G, C, False)
-        b_kd = b_k * tl.exp(b_Gl - b_G)[:, None]
-        # dδ: δ feeds the chunk's outputs through P and the next state through k̃ = e^{G_C − G} k.
-        b_dd = tl.dot(tl.trans(b_P), b_do, input_precision=PRECISION) * scale
-        b_dd += tl.dot(b_kd, b_dh, input_precision=PRECISION)  # [C, BV]
-        b_dh = b_dh * tl.exp(b_Gl) + tl.dot(
-            tl.trans(b_q * (b_eG * scale)[:, None]), b_do, input_precision=PRECISION
-        )
-        b_dh -= tl.dot(tl.trans(b_w), b_dd, input_precision=PRECISION)
+        b_G, b_Gl = _load_G(g, r0, m_t, H, C)
+        p_w = w + r0 * K + o_c[:, None] * (H * K) + o_k[None, :]
+        b_w = _c(tl.load(p_w, mask=m_t[:, None] & (o_k[None, :] < K), other=0.0), DT, EMU)
+        m_tv = m_t[:, None] & (o_v[None, :] < V)
+        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
+        b_do = _c(tl.load(do + o_tv, mask=m_tv, other=0.0), DT, EMU)
+        # dδ = scale Pᵀ do (from ddl) + k̃ dh_C: δ feeds the outputs and the next state
+        b_dd = tl.load(ddl + o_tv, mask=m_tv, other=0.0).to(tl.float32)
+        b_kd = _c((b_k * tl.exp(b_Gl - b_G)[:, None]), DT, EMU)
+        b_dd += tl.dot(b_kd, _c(b_dhc, DT, EMU), input_precision=PRECISION)  # [C, BV]
+        b_ddc = _round(b_dd, DT, EMU)
+        tl.store(dd + o_tv, b_ddc, mask=m_tv)
+        b_qg = _c((b_q * (tl.exp(b_G) * scale)[:, None]), DT, EMU)
+        b_dh = b_dh * tl.exp(b_Gl) + tl.dot(tl.trans(b_qg), b_do, input_precision=PRECISION)
+        b_dh -= tl.dot(tl.trans(b_w), _c(b_ddc, DT, EMU), input_precision=PRECISION)
     if STORE_DH0:
         tl.store(dh0 + bh * (K * V) + o_kv, b_dh, mask=m_kv)
 
@@ -252,6 +370,7 @@ def chunk_gated_delta_rule_bwd_kernel(
     dlt,
     do,
     dh,
+    dd,
     dq,
     dk,
     dv,
@@ -267,9 +386,11 @@ def chunk_gated_delta_rule_bwd_kernel(
     BV: tl.constexpr,
     USE_L2NORM: tl.constexpr,
     PRECISION: tl.constexpr,
+    EMU: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
+    DT = dlt.dtype.element_ty
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
     r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h
@@ -280,22 +401,17 @@ def chunk_gated_delta_rule_bwd_kernel(
     b_q, b_rq = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
     b_k, b_rk = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
     b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
-    b_T = tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])
-    b_eG = tl.exp(b_G)
-    b_ekd = tl.exp(b_Gl - b_G)
-    # Tiles live across the V loop are kept few (q, k, T, P and four accumulators): registers bound
-    # this kernel, so Γ, qkᵀ and k̃ are recomputed where needed rather than held.
-    b_P = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * _decay_matrix(b_G, C, False)
+    b_Tt = _c(tl.trans(tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])), DT, EMU)
 
-    b_dP = tl.zeros([C, C], dtype=tl.float32)  # Σ_v do δᵀ
-    b_dT = tl.zeros([C, C], dtype=tl.float32)  # gradient of T = (I + A)⁻¹
-    b_dq = tl.zeros([C, BK], dtype=tl.float32)  # Σ_v do h0ᵀ
-    b_dk = tl.zeros([C, BK], dtype=tl.float32)
-    b_dbeta = tl.zeros([C], dtype=tl.float32)
-    b_sqh = tl.zeros([C], dtype=tl.float32)  # Σ_v do ⊙ (q h0): decay of the inter-chunk output
-    b_skh = tl.zeros([C], dtype=tl.float32)  # Σ_v dvb ⊙ (k h0): decay inside w
-    b_r = tl.zeros([C], dtype=tl.float32)  # Σ_v δ ⊙ (k̃ dh): decay inside k̃
-    b_hdh = tl.zeros([1], dtype=tl.float32)  # Σ h0 ⊙ dh
+    # Sums over V of products with the state, kept as [C, K] / [C, C] tiles; everything else follows
+    # after the loop (README.md, "Backward").
+    b_Qa = tl.zeros([C, BK], dtype=tl.float32)  # do h0ᵀ
+    b_Ka = tl.zeros([C, BK], dtype=tl.float32)  # δ dh_Cᵀ
+    b_Xa = tl.zeros([C, BK], dtype=tl.float32)  # dY h0ᵀ, dY = Tᵀ dδ  (= −dX)
+    b_dP = tl.zeros([C, C], dtype=tl.float32)  # do δᵀ
+    b_dYd = tl.zeros([C, C], dtype=tl.float32)  # dY δᵀ  (= −dA on the strict lower part)
+    b_dbeta = tl.zeros([C], dtype=tl.float32)  # Σ_v dY ⊙ v
+    b_hdh = tl.zeros([BK], dtype=tl.float32)  # Σ_v h0 ⊙ dh_C, per key
     p_hs = hs + (bh * NT + i_t) * (K * V)
     p_dh = dh + (bh * NT + i_t) * (K * V)
     for i_v in range(tl.cdiv(V, BV)):
@@ -305,54 +421,48 @@ def chunk_gated_delta_rule_bwd_kernel(
         m_kv = m_k[:, None] & m_v[None, :]
         o_kv = o_k[:, None] * V + o_v[None, :]
         o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
+        b_do = _c(tl.load(do + o_tv, mask=m_tv, other=0.0), DT, EMU)
+        b_d = _c(tl.load(dlt + o_tv, mask=m_tv, other=0.0), DT, EMU)
+        b_dd = _c(tl.load(dd + o_tv, mask=m_tv, other=0.0), DT, EMU)
+        b_h = _c(tl.load(p_hs + o_kv, mask=m_kv, other=0.0), DT, EMU)  # [BK, BV] state at chunk start
+        b_dhe = _c(tl.load(p_dh + o_kv, mask=m_kv, other=0.0), DT, EMU)  # [BK, BV] gradient at chunk end
+        b_dY = tl.dot(b_Tt, b_dd, input_precision=PRECISION)  # [C, BV]
+        tl.store(dv + o_tv, _round((b_dY * b_beta[:, None]), dv.dtype.element_ty, EMU), mask=m_tv)
         b_v = tl.load(v + o_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_do = tl.load(do + o_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_d = tl.load(
-            dlt + (bh * NT + i_t) * (C * V) + o_c[:, None] * V + o_v[None, :], mask=m_v[None, :], other=0.0
-        )
-        b_h = tl.load(p_hs + o_kv, mask=m_kv, other=0.0)  # [BK, BV] state at chunk start
-        b_dhe = tl.load(p_dh + o_kv, mask=m_kv, other=0.0)  # [BK, BV] gradient at chunk end
-        b_kdh = tl.dot(b_k * b_ekd[:, None], b_dhe, input_precision=PRECISION)  # [C, BV]
-        b_dd = tl.dot(tl.trans(b_P), b_do, input_precision=PRECISION) * scale + b_kdh
-        b_dvb = tl.dot(tl.trans(b_T), b_dd, input_precision=PRECISION)  # [C, BV]
-        tl.store(dv + o_tv, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m_tv)
-        b_kh = tl.dot(b_k, b_h, input_precision=PRECISION)  # [C, BV]
-        b_qh = tl.dot(b_q, b_h, input_precision=PRECISION)  # [C, BV]
-        b_x = b_v - b_eG[:, None] * b_kh  # (βv − βe^G k h0) / β
-        b_dbeta += tl.sum(b_dvb * b_x, 1)
-        b_skh += tl.sum(b_dvb * b_kh, 1)
-        b_sqh += tl.sum(b_do * b_qh, 1)
-        b_r += tl.sum(b_d * b_kdh, 1)
-        b_hdh += tl.sum(tl.sum(b_h * b_dhe, 1), 0)
+        b_dbeta += tl.sum(b_dY * b_v, 1)
+        b_hdh += tl.sum(b_h.to(tl.float32) * b_dhe.to(tl.float32), 1)
+        b_dYc = _c(b_dY, DT, EMU)
+        b_Qa += tl.dot(b_do, tl.trans(b_h), input_precision=PRECISION)
+        b_Ka += tl.dot(b_d, tl.trans(b_dhe), input_precision=PRECISION)
+        b_Xa += tl.dot(b_dYc, tl.trans(b_h), input_precision=PRECISION)
         b_dP += tl.dot(b_do, tl.trans(b_d), input_precision=PRECISION)
-        b_dT += tl.dot(b_dd, tl.trans(b_x * b_beta[:, None]), input_precision=PRECISION)
-        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=PRECISION)
-        b_dk += tl.dot(b_d * b_ekd[:, None], tl.trans(b_dhe), input_precision=PRECISION)
-        b_dk -= tl.dot(b_dvb * (b_beta * b_eG)[:, None], tl.trans(b_h), input_precision=PRECISION)
+        b_dYd += tl.dot(b_dYc, tl.trans(b_d), input_precision=PRECISION)
 
     m_strict = o_c[:, None] > o_c[None, :]
-    b_dA = tl.dot(
-        tl.dot(tl.trans(b_T), b_dT, input_precision=PRECISION), tl.trans(b_T), input_precision=PRECISION
-    )
-    b_dA = tl.where(m_strict, -b_dA, 0.0)
+    b_eG = tl.exp(b_G)
+    b_ekd = tl.exp(b_Gl - b_G)
     b_gam = _decay_matrix(b_G, C, False)
-    b_Skk = tl.dot(b_k, tl.trans(b_k), input_precision=PRECISION)
-    b_dAg = b_dA * b_gam
+    b_qc, b_kc = _c(b_q, DT, EMU), _c(b_k, DT, EMU)
+    b_Skk = tl.dot(b_kc, tl.trans(b_kc), input_precision=PRECISION)
+    b_P = tl.dot(b_qc, tl.trans(b_kc), input_precision=PRECISION) * b_gam
+    b_dAg = tl.where(m_strict, -b_dYd, 0.0) * b_gam  # dA ⊙ Γ
     b_B = b_dAg * b_beta[:, None]  # gradient of kkᵀ through A
     b_D2 = b_B * b_Skk  # dA ⊙ A
-    b_dbeta += tl.sum(b_dAg * b_Skk, 1)
     b_dS = b_dP * b_gam * scale  # gradient of qkᵀ through P
     b_D1 = b_dP * b_P * scale  # dP ⊙ P
-    b_dq = b_dq * (b_eG * scale)[:, None] + tl.dot(b_dS, b_k, input_precision=PRECISION)
-    b_dk += tl.dot(tl.trans(b_dS), b_q, input_precision=PRECISION)
-    b_dk += tl.dot(b_B, b_k, input_precision=PRECISION) + tl.dot(
-        tl.trans(b_B), b_k, input_precision=PRECISION
-    )
+    b_sq = tl.sum(b_Qa * b_q, 1)
+    b_sX = tl.sum(b_Xa * b_k, 1)
+    b_r = tl.sum(b_Ka * b_k, 1) * b_ekd  # Σ_v δ ⊙ (k̃ dh_C): decay inside k̃
+    b_dbeta += tl.sum(b_dAg * b_Skk, 1) - b_eG * b_sX
+    b_dq = b_Qa * (b_eG * scale)[:, None] + tl.dot(_c(b_dS, DT, EMU), b_kc, input_precision=PRECISION)
+    b_dk = b_Ka * b_ekd[:, None] - b_Xa * (b_beta * b_eG)[:, None]
+    b_dk += tl.dot(_c(tl.trans(b_dS), DT, EMU), b_qc, input_precision=PRECISION)
+    b_dk += tl.dot(_c((b_B + tl.trans(b_B)), DT, EMU), b_kc, input_precision=PRECISION)
 
     # dg_s = Σ_{i≥s} ∂L/∂G_i, formed without differences of large terms so that it stays accurate
     # when decays are strong: a pairwise term D_ij e^{G_i − G_j} (j < i) depends on g_s for j < s ≤ i,
     # and the k̃ term e^{G_C − G_j} on g_s for s > j.
-    b_dGp = b_sqh * b_eG * scale - b_skh * b_beta * b_eG  # terms in e^{G_i}
+    b_dGp = (b_sq * scale - b_sX * b_beta) * b_eG  # terms in e^{G_i}
     b_dGp += tl.where(o_c == C - 1, tl.sum(b_hdh, 0) * tl.exp(b_Gl), 0.0)
     b_D = tl.where(m_strict, b_D1, 0.0) + b_D2  # the diagonal carries no decay
     b_R = tl.cumsum(b_D, 1) - b_D  # R_is = Σ_{j<s} D_ij
@@ -363,78 +473,100 @@ def chunk_gated_delta_rule_bwd_kernel(
         b_dk = (b_dk - b_k * tl.sum(b_k * b_dk, 1)[:, None]) * b_rk[:, None]
     m_tk = m_t[:, None] & m_k[None, :]
     o_tk = r0 * K + o_c[:, None] * (H * K) + o_k[None, :]
-    tl.store(dq + o_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
-    tl.store(dk + o_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+    tl.store(dq + o_tk, _round(b_dq, dq.dtype.element_ty, EMU), mask=m_tk)
+    tl.store(dk + o_tk, _round(b_dk, dk.dtype.element_ty, EMU), mask=m_tk)
     o_th = r0 + o_c * H
-    tl.store(dg + o_th, b_dg.to(dg.dtype.element_ty), mask=m_t)
-    tl.store(dbeta + o_th, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
+    tl.store(dg + o_th, _round(b_dg, dg.dtype.element_ty, EMU), mask=m_t)
+    tl.store(dbeta + o_th, _round(b_dbeta, dbeta.dtype.element_ty, EMU), mask=m_t)
 
 
 @functools.cache
-def _launch_config(K: int, V: int) -> dict:
-    """Block sizes and warps per kernel (read, never mutate). The sweeps split V across programs for
-    parallelism. Measured on an H100 (benchmarks/RESULTS.md): 4 warps with BV = 64 beat 8 warps with
-    BV = 32 at K = V = 32 and 64 (fwd 155 µs vs 325 µs at B=64, T=512, H=4)."""
+def _launch_config(BH: int, K: int, V: int) -> dict:
+    """Block sizes and warps per kernel (read, never mutate). The sequential sweeps are parallel only
+    over B·H and V blocks: BV shrinks until the grid covers the GPU's SMs about twice. Measured on an
+    H100 (benchmarks/RESULTS.md)."""
     BK = max(16, triton.next_power_of_2(K))
-    big = BK > 64
-    BV = min(max(16, triton.next_power_of_2(V)), 16 if BK > 128 else 32 if big else 64)
-    warps = 8 if big else 4
-    # The backward kernel's loop over V blocks is software-pipelined; three stages overflow the
-    # 227 KB of shared memory at K = 64, V = 128 in fp32 (seen on an H200 in a 20 M-parameter model:
-    # 240 KB needed), two stages fit every K, V ≤ 256 (≤ 192 KB, compiled for sm_90 with triton 3.6).
-    return dict(BK=BK, BV_sweep=BV, BV_bwd=BV, warps_inv=4, warps_sweep=warps, warps_bwd=warps, stages_bwd=2)
+    BV_max = min(max(16, triton.next_power_of_2(V)), 64 if BK <= 128 else 32)
+    BV_seq = BV_max
+    while BV_seq > 16 and BH * triton.cdiv(V, BV_seq) < 256:
+        BV_seq //= 2
+    return dict(
+        BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=min(BV_max, 32 if BK > 64 else 64),
+        warps_prep=4, warps_seq=4, warps_o=4, warps_bwd=8 if BK > 32 else 4, stages_bwd=2,
+    )  # fmt: skip
 
 
-def _precision(*xs: torch.Tensor) -> str:
-    # fp32 inputs get fp32 dots; otherwise tf32 (more mantissa than the bf16 inputs carry).
-    return "ieee" if INTERPRET or all(x.dtype == torch.float32 for x in xs) else "tf32"
+def _dot_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
+    """Operand dtype of the dots and of the saved intermediates: half precision if any of q, k, v
+    comes in it (as autocast hands them over), else fp32."""
+    for x in (q, k, v):
+        if x.dtype in (torch.bfloat16, torch.float16):
+            return x.dtype
+    return torch.float32
 
 
-def chunk_gated_delta_rule_fwd(
-    q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, C, save
-):
+def _precision(dt: torch.dtype) -> str:
+    # fp32 dots stay exact fp32 for fp32 inputs; with half-precision operands only the (I + A)⁻¹
+    # products see fp32 operands, and tf32 carries more mantissa than the inputs do.
+    return "ieee" if INTERPRET or dt == torch.float32 else "tf32"
+
+
+def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, C):
     B, T, H, K = q.shape
     V = v.shape[-1]
     NT = triton.cdiv(T, C)
-    cfg = _launch_config(K, V)
-    prec = _precision(q, k, v)
+    cfg = _launch_config(B * H, K, V)
+    dt = _dot_dtype(q, k, v)
+    prec = _precision(dt)
     dev = q.device
     Ai = torch.empty(B * H, NT, C, C, device=dev, dtype=torch.float32)
+    w = torch.empty(B, T, H, K, device=dev, dtype=dt)
+    u = torch.empty(B, T, H, V, device=dev, dtype=dt)
+    dlt = torch.empty(B, T, H, V, device=dev, dtype=dt)
+    hs = torch.empty(B * H, NT, K, V, device=dev, dtype=dt)
     o = torch.empty_like(v)
     ht = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if output_final_state else None
-    hs = torch.empty(B * H, NT, K, V, device=dev, dtype=torch.float32) if save else None
-    dlt = torch.empty(B * H, NT * C, V, device=dev, dtype=torch.float32) if save else None
-    chunk_gated_delta_rule_fwd_kkt_inv_kernel[(NT, B * H)](
-        k, g, beta, Ai, T, H=H, K=K, C=C, LOG_C=C.bit_length() - 1, BK=cfg["BK"],
-        USE_L2NORM=use_l2norm, PRECISION=prec, num_warps=cfg["warps_inv"],
+    common = dict(H=H, K=K, V=V, C=C, BK=cfg["BK"], USE_L2NORM=use_l2norm, PRECISION=prec, EMU=INTERPRET)
+    chunk_gated_delta_rule_fwd_prep_kernel[(NT, B * H)](
+        k, v, g, beta, Ai, w, u, T, LOG_C=C.bit_length() - 1, BV=cfg["BV_prep"], **common,
+        num_warps=cfg["warps_prep"],
     )  # fmt: skip
-    chunk_gated_delta_rule_fwd_kernel[(triton.cdiv(V, cfg["BV_sweep"]), B * H)](
-        q, k, v, g, beta, Ai, initial_state, o, ht, hs, dlt, scale, T, H=H, K=K, V=V, C=C,
-        BK=cfg["BK"], BV=cfg["BV_sweep"], USE_L2NORM=use_l2norm, USE_H0=initial_state is not None,
-        STORE_HT=output_final_state, SAVE=save, PRECISION=prec, num_warps=cfg["warps_sweep"],
+    chunk_gated_delta_rule_fwd_h_kernel[(triton.cdiv(V, cfg["BV_seq"]), B * H)](
+        k, w, u, g, initial_state, hs, dlt, ht, T, BV=cfg["BV_seq"], USE_H0=initial_state is not None,
+        STORE_HT=output_final_state, **common, num_warps=cfg["warps_seq"],
     )  # fmt: skip
-    return o, ht, Ai, hs, dlt
+    chunk_gated_delta_rule_fwd_o_kernel[(triton.cdiv(V, cfg["BV_o"]), NT, B * H)](
+        q, k, g, hs, dlt, o, scale, T, BV=cfg["BV_o"], **common, num_warps=cfg["warps_o"],
+    )  # fmt: skip
+    return o, ht, Ai, w, hs, dlt
 
 
-def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, hs, dlt, do, dht, scale, use_h0, use_l2norm, C):
+def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, w, hs, dlt, do, dht, scale, use_h0, use_l2norm, C):
     B, T, H, K = q.shape
     V = v.shape[-1]
     NT = triton.cdiv(T, C)
-    cfg = _launch_config(K, V)
-    prec = _precision(q, k, v)
-    dh = torch.empty(B * H, NT, K, V, device=q.device, dtype=torch.float32)
-    dh0 = torch.empty(B, H, K, V, device=q.device, dtype=torch.float32) if use_h0 else None
-    chunk_gated_delta_rule_bwd_dh_kernel[(triton.cdiv(V, cfg["BV_sweep"]), B * H)](
-        q, k, g, beta, Ai, do, dht, dh, dh0, scale, T, H=H, K=K, V=V, C=C, BK=cfg["BK"],
-        BV=cfg["BV_sweep"], USE_L2NORM=use_l2norm, USE_DHT=dht is not None, STORE_DH0=use_h0,
-        PRECISION=prec, num_warps=cfg["warps_sweep"],
+    cfg = _launch_config(B * H, K, V)
+    dt = w.dtype
+    dev = q.device
+    common = dict(
+        H=H, K=K, V=V, C=C, BK=cfg["BK"], USE_L2NORM=use_l2norm, PRECISION=_precision(dt), EMU=INTERPRET
+    )
+    ddl = torch.empty(B, T, H, V, device=dev, dtype=dt)
+    dd = torch.empty(B, T, H, V, device=dev, dtype=dt)
+    dh = torch.empty(B * H, NT, K, V, device=dev, dtype=dt)
+    dh0 = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if use_h0 else None
+    chunk_gated_delta_rule_bwd_dd_local_kernel[(triton.cdiv(V, cfg["BV_o"]), NT, B * H)](
+        q, k, g, do, ddl, scale, T, BV=cfg["BV_o"], **common, num_warps=cfg["warps_o"],
+    )  # fmt: skip
+    chunk_gated_delta_rule_bwd_dh_kernel[(triton.cdiv(V, cfg["BV_seq"]), B * H)](
+        q, k, w, g, do, ddl, dht, dh, dd, dh0, scale, T, BV=cfg["BV_seq"], USE_DHT=dht is not None,
+        STORE_DH0=use_h0, **common, num_warps=cfg["warps_seq"],
     )  # fmt: skip
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dg, dbeta = torch.empty_like(g), torch.empty_like(beta)
     chunk_gated_delta_rule_bwd_kernel[(NT, B * H)](
-        q, k, v, g, beta, Ai, hs, dlt, do, dh, dq, dk, dv, dg, dbeta, scale, T, H=H, K=K, V=V, C=C,
-        BK=cfg["BK"], BV=cfg["BV_bwd"], USE_L2NORM=use_l2norm, PRECISION=prec,
-        num_warps=cfg["warps_bwd"], num_stages=cfg["stages_bwd"],
+        q, k, v, g, beta, Ai, hs, dlt, do, dh, dd, dq, dk, dv, dg, dbeta, scale, T, BV=cfg["BV_bwd"],
+        **common, num_warps=cfg["warps_bwd"], num_stages=cfg["stages_bwd"],
     )  # fmt: skip
     return dq, dk, dv, dg, dbeta, dh0
 
@@ -442,19 +574,18 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, hs, dlt, do, dht, scale, us
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, C):
-        save = torch.is_grad_enabled() or any(ctx.needs_input_grad)
-        o, ht, Ai, hs, dlt = chunk_gated_delta_rule_fwd(
-            q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, C, save
+        o, ht, Ai, w, hs, dlt = chunk_gated_delta_rule_fwd(
+            q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, C
         )
-        ctx.save_for_backward(q, k, v, g, beta, Ai, hs, dlt)
+        ctx.save_for_backward(q, k, v, g, beta, Ai, w, hs, dlt)
         ctx.scale, ctx.use_h0, ctx.use_l2norm, ctx.C = scale, initial_state is not None, use_l2norm, C
         return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, beta, Ai, hs, dlt = ctx.saved_tensors
+        q, k, v, g, beta, Ai, w, hs, dlt = ctx.saved_tensors
         dq, dk, dv, dg, dbeta, dh0 = chunk_gated_delta_rule_bwd(
-            q, k, v, g, beta, Ai, hs, dlt, do.contiguous(), None if dht is None else dht.contiguous(),
+            q, k, v, g, beta, Ai, w, hs, dlt, do.contiguous(), None if dht is None else dht.contiguous(),
             ctx.scale, ctx.use_h0, ctx.use_l2norm, ctx.C,
         )  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, dh0, None, None, None
