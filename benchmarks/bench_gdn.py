@@ -27,7 +27,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernels.gated_delta_rule.chunk as gdn_chunk  # noqa: E402
 from kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule  # noqa: E402
 
-VARIANTS = [(64, 32, 4), (64, 64, 4), (64, 32, 8), (32, 32, 4), (32, 64, 4), (32, 32, 8)]  # (C, BV, warps)
+# Launch-config variants of ours: chunk size C and overrides of _launch_config. Each kernel's time is
+# read separately from the profile, so one variant tries settings of several kernels at once.
+VARIANTS = [
+    dict(C=64, BV_seq=16, warps_seq=4, BV_o=32, warps_o=4, BV_bwd=32, warps_bwd=4, warps_prep=4),
+    dict(C=64, BV_seq=32, warps_seq=4, BV_o=64, warps_o=8, BV_bwd=64, warps_bwd=8, warps_prep=8),
+    dict(C=64, BV_seq=64, warps_seq=8, BV_o=64, warps_o=4, BV_bwd=32, warps_bwd=8, stages_bwd=3),
+    dict(C=64, BV_seq=32, warps_seq=2, BV_o=16, warps_o=4, BV_bwd=16, warps_bwd=4, stages_bwd=1),
+    dict(C=32, BV_seq=32, warps_seq=4, BV_o=32, warps_o=4, BV_bwd=32, warps_bwd=4, warps_prep=4),
+    dict(C=32, BV_seq=16, warps_seq=2, BV_o=64, warps_o=4, BV_bwd=64, warps_bwd=8, warps_prep=2),
+]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 
 
@@ -124,10 +133,11 @@ def main():
     ap.add_argument("--shapes", default="0,1,2,3")
     ap.add_argument("--variants", default="", help="shape indices at which to time config variants of ours")
     ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--no-fla", action="store_true")
     ap.add_argument("--warm-only", action="store_true", help="compile and autotune (fills the disk caches)")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
-    fla_gdn = load_fla()
+    fla_gdn = None if args.no_fla else load_fla()
     if args.warm_only:
         for i_s in map(int, args.shapes.split(",")):
             inputs = make_inputs(*SHAPES[i_s])
@@ -198,19 +208,21 @@ def main():
         for i_s in map(int, args.variants.split(",")):
             inputs = make_inputs(*SHAPES[i_s])
             base = gdn_chunk._launch_config
-            for C, BV, warps in VARIANTS:
+            for variant in VARIANTS:
+                over = dict(variant)
+                C = over.pop("C")
 
-                def cfg(K_, V_, BV=BV, warps=warps, base=base):
-                    c = dict(base(K_, V_))
-                    bv = min(BV, max(16, triton.next_power_of_2(V_)))
-                    c.update(BV_sweep=bv, BV_bwd=bv, warps_sweep=warps, warps_bwd=warps)
+                def cfg(BH_, K_, V_, over=over, base=base):
+                    c = dict(base(BH_, K_, V_))
+                    vmax = max(16, triton.next_power_of_2(V_))
+                    c.update({n: min(x, vmax) if n.startswith("BV") else x for n, x in over.items()})
                     return c
 
                 def fn(C=C, **kw):
                     return chunk_gated_delta_rule(**kw, use_qk_l2norm_in_kernel=True, chunk_size=C)
 
                 gdn_chunk._launch_config = cfg
-                key = f"{SHAPES[i_s]} fwd+bwd ours C={C} BV={BV} warps={warps}"
+                key = f"{SHAPES[i_s]} fwd+bwd ours {variant}"
                 try:
                     gpu, launches, per_kernel = profile_gpu(make_call(fn, inputs, True), 20)
                 except Exception as e:  # e.g. out of shared memory at this size

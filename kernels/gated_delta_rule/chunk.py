@@ -1,11 +1,14 @@
 """Gated DeltaNet chunked kernels: Triton forward and backward, the autograd.Function, the public op.
 
-Four launches per training step (README.md has the algebra):
-  fwd_kkt_inv  (parallel over chunks)   T = (I + A)⁻¹ per chunk, A = strict_lower(β kkᵀ ⊙ Γ)
-  fwd          (sequential over chunks) δ = T(βv) − T(βe^G k) h, o, and the state h; saves h, δ
-  bwd_dh       (sequential, reversed)   dh: gradient of the state at each chunk end, and dh0
-  bwd          (parallel over chunks)   dq, dk, dv, dg, dβ from h, δ, dh
-State and accumulation are fp32 throughout; the state is [K, V] per head.
+Six launches per training step (README.md has the algebra):
+  fwd_prep      (parallel over chunks)     T = (I + A)⁻¹, w = T(βe^G k), u = T(βv)
+  fwd_h         (sequential over chunks)   δ = u − w h and the state h; saves h per chunk and δ
+  fwd_o         (parallel)                 o = scale((q e^G) h + (q kᵀ ⊙ Γ) δ)
+  bwd_dd_local  (parallel)                 scale (q kᵀ ⊙ Γ)ᵀ do
+  bwd_dh        (sequential, reversed)     dδ, dh at each chunk end, dh0
+  bwd           (parallel over chunks)     dq, dk, dv, dg, dβ from h, δ, dδ, dh
+The state is carried and accumulated in fp32; dot operands and saved intermediates are in the inputs'
+precision (bf16 under autocast, fp32 for fp32 inputs).
 """
 
 import functools
