@@ -15,6 +15,7 @@ import functools
 import os
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -47,17 +48,14 @@ def _c(x, DT: tl.constexpr, EMU: tl.constexpr):
 
 
 @triton.jit
-def _load_qk(p_base, m_t, H, K: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr):
-    """A [C, BK] chunk of q or k (p_base: its first row) in fp32, optionally L2-normalised; also
-    returns 1/norm per row."""
-    o_k = tl.arange(0, BK)
-    p = p_base + tl.arange(0, C)[:, None] * (H * K) + o_k[None, :]
-    b_x = tl.load(p, mask=m_t[:, None] & (o_k[None, :] < K), other=0.0).to(tl.float32)
+def _l2norm(b_x, USE_L2NORM: tl.constexpr):
+    """Rows of a [C, BK] tile in fp32, optionally L2-normalised; also 1/norm per row."""
+    b_x = b_x.to(tl.float32)
     if USE_L2NORM:
         b_r = tl.rsqrt(tl.sum(b_x * b_x, 1) + 1e-6)
         b_x = b_x * b_r[:, None]
     else:
-        b_r = tl.full([C], 1.0, tl.float32)
+        b_r = tl.full([b_x.shape[0]], 1.0, tl.float32)
     return b_x, b_r
 
 
@@ -88,6 +86,12 @@ def _decay_matrix(b_G, C: tl.constexpr, STRICT: tl.constexpr):
     return tl.exp(tl.where(m, b_G[:, None] - b_G[None, :], float("-inf")))
 
 
+# Memory access goes through tensor descriptors (TMA on Hopper): one per (batch, head) slice of a
+# [B, T, H, D] tensor, shape [T, D] with row stride H·D, so a partial last chunk reads zeros and its
+# stores are clipped. Pointer tiles instead cost two registers per element and made every kernel
+# spill (ptxas, sm_90: 255 registers; with descriptors 65–122 and no spills).
+
+
 @triton.jit
 def chunk_gated_delta_rule_fwd_prep_kernel(
     k,
@@ -113,12 +117,15 @@ def chunk_gated_delta_rule_fwd_prep_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     DT = w.dtype.element_ty  # operand dtype of every dot: the inputs' (bf16) or fp32
     NT = tl.cdiv(T, C)
+    bos = i_b.to(tl.int64) * T * H + i_h  # row of (b, t = 0, h) in [B·T·H]
     o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
     m_t = i_t * C + o_c < T
-    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h  # row of the chunk's first step in [B·T·H]
-    b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-    b_G, _, b_beta = _load_gb(g, beta, r0, m_t, H, C)
+    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_w = tl.make_tensor_descriptor(w + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_v = tl.make_tensor_descriptor(v + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_u = tl.make_tensor_descriptor(u + bos * V, [T, V], [H * V, 1], [C, BV])
+    b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
+    b_G, _, b_beta = _load_gb(g, beta, bos + i_t * C * H, m_t, H, C)
     b_kc = _c(b_k, DT, EMU)
     b_A = tl.dot(b_kc, tl.trans(b_kc), input_precision=PRECISION) * b_beta[:, None]
     b_A = b_A * _decay_matrix(b_G, C, True)  # [C, C] strictly lower
@@ -138,19 +145,15 @@ def chunk_gated_delta_rule_fwd_prep_kernel(
         else:
             b_TL = tl.dot(b_T, b_L, input_precision=PRECISION)
             b_T = b_T - tl.dot(b_TL, b_T, input_precision=PRECISION)
-    p_A = Ai + (i_bh.to(tl.int64) * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :]
-    tl.store(p_A, b_T)
+    d_A = tl.make_tensor_descriptor(Ai + (i_bh.to(tl.int64) * NT + i_t) * (C * C), [C, C], [C, 1], [C, C])
+    d_A.store([0, 0], b_T)
     b_Tc = _c(b_T, DT, EMU)
-    b_w = tl.dot(b_Tc, _c((b_k * (b_beta * tl.exp(b_G))[:, None]), DT, EMU), input_precision=PRECISION)
-    m_tk = m_t[:, None] & (o_k[None, :] < K)
-    tl.store(w + r0 * K + o_c[:, None] * (H * K) + o_k[None, :], _round(b_w, DT, EMU), mask=m_tk)
+    b_w = tl.dot(b_Tc, _c(b_k * (b_beta * tl.exp(b_G))[:, None], DT, EMU), input_precision=PRECISION)
+    d_w.store([i_t * C, 0], _round(b_w, DT, EMU))
     for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_tv = m_t[:, None] & (o_v[None, :] < V)
-        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
-        b_v = tl.load(v + o_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_u = tl.dot(b_Tc, _c((b_v * b_beta[:, None]), DT, EMU), input_precision=PRECISION)
-        tl.store(u + o_tv, _round(b_u, DT, EMU), mask=m_tv)
+        b_v = d_v.load([i_t * C, i_v * BV]).to(tl.float32)
+        b_u = tl.dot(b_Tc, _c(b_v * b_beta[:, None], DT, EMU), input_precision=PRECISION)
+        d_u.store([i_t * C, i_v * BV], _round(b_u, DT, EMU))
 
 
 @triton.jit
@@ -181,33 +184,32 @@ def chunk_gated_delta_rule_fwd_h_kernel(
     DT = w.dtype.element_ty
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
-    bos = i_b.to(tl.int64) * T
+    bos = i_b.to(tl.int64) * T * H + i_h
     o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
-    o_kv = o_k[:, None] * V + o_v[None, :]
+    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_w = tl.make_tensor_descriptor(w + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_u = tl.make_tensor_descriptor(u + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_d = tl.make_tensor_descriptor(dlt + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_hs = tl.make_tensor_descriptor(hs + bh * (NT * BK * V), [NT * BK, V], [V, 1], [BK, BV])
     b_h = tl.zeros([BK, BV], dtype=tl.float32)  # the state stays fp32 in registers
     if USE_H0:
-        b_h += tl.load(h0 + bh * (K * V) + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+        d_h0 = tl.make_tensor_descriptor(h0 + bh * (K * V), [K, V], [V, 1], [BK, BV])
+        b_h += d_h0.load([0, i_v * BV]).to(tl.float32)
     for i_t in range(NT):
         m_t = i_t * C + o_c < T
-        r0 = (bos + i_t * C) * H + i_h
-        tl.store(hs + (bh * NT + i_t) * (K * V) + o_kv, _round(b_h, DT, EMU), mask=m_kv)
-        b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-        b_G, b_Gl = _load_G(g, r0, m_t, H, C)
-        p_w = w + r0 * K + o_c[:, None] * (H * K) + o_k[None, :]
-        b_w = _c(tl.load(p_w, mask=m_t[:, None] & (o_k[None, :] < K), other=0.0), DT, EMU)
-        m_tv = m_t[:, None] & (o_v[None, :] < V)
-        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
-        b_d = tl.load(u + o_tv, mask=m_tv, other=0.0).to(tl.float32)
+        d_hs.store([i_t * BK, i_v * BV], _round(b_h, DT, EMU))
+        b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
+        b_G, b_Gl = _load_G(g, bos + i_t * C * H, m_t, H, C)
+        b_w = _c(d_w.load([i_t * C, 0]), DT, EMU)
+        b_d = d_u.load([i_t * C, i_v * BV]).to(tl.float32)
         b_d -= tl.dot(b_w, _c(b_h, DT, EMU), input_precision=PRECISION)  # δ = u − w h   [C, BV]
         b_dc = _round(b_d, DT, EMU)
-        tl.store(dlt + o_tv, b_dc, mask=m_tv)
-        b_kd = _c((b_k * tl.exp(b_Gl - b_G)[:, None]), DT, EMU)
+        d_d.store([i_t * C, i_v * BV], b_dc)
+        b_kd = _c(b_k * tl.exp(b_Gl - b_G)[:, None], DT, EMU)
         b_h = b_h * tl.exp(b_Gl) + tl.dot(tl.trans(b_kd), _c(b_dc, DT, EMU), input_precision=PRECISION)
     if STORE_HT:
-        tl.store(ht + bh * (K * V) + o_kv, b_h, mask=m_kv)
+        d_ht = tl.make_tensor_descriptor(ht + bh * (K * V), [K, V], [V, 1], [BK, BV])
+        d_ht.store([0, i_v * BV], b_h)
 
 
 @triton.jit
@@ -234,24 +236,23 @@ def chunk_gated_delta_rule_fwd_o_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     DT = dlt.dtype.element_ty
     NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_t = i_t * C + o_c < T
-    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h
-    b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-    b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-    b_G, _ = _load_G(g, r0, m_t, H, C)
+    bos = i_b.to(tl.int64) * T * H + i_h
+    m_t = i_t * C + tl.arange(0, C) < T
+    d_q = tl.make_tensor_descriptor(q + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_d = tl.make_tensor_descriptor(dlt + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_o = tl.make_tensor_descriptor(o + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_h = tl.make_tensor_descriptor(hs + (i_bh.to(tl.int64) * NT + i_t) * (BK * V), [BK, V], [V, 1], [BK, BV])
+    b_q, _ = _l2norm(d_q.load([i_t * C, 0]), USE_L2NORM)
+    b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
+    b_G, _ = _load_G(g, bos + i_t * C * H, m_t, H, C)
     b_P = tl.dot(_c(b_q, DT, EMU), tl.trans(_c(b_k, DT, EMU)), input_precision=PRECISION)
     b_P = b_P * _decay_matrix(b_G, C, False) * scale
-    p_h = hs + (i_bh.to(tl.int64) * NT + i_t) * (K * V) + o_k[:, None] * V + o_v[None, :]
-    b_h = _c(tl.load(p_h, mask=(o_k[:, None] < K) & (o_v[None, :] < V), other=0.0), DT, EMU)
-    m_tv = m_t[:, None] & (o_v[None, :] < V)
-    o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
-    b_d = _c(tl.load(dlt + o_tv, mask=m_tv, other=0.0), DT, EMU)
-    b_o = tl.dot(_c((b_q * (tl.exp(b_G) * scale)[:, None]), DT, EMU), b_h, input_precision=PRECISION)
+    b_h = _c(d_h.load([0, i_v * BV]), DT, EMU)
+    b_d = _c(d_d.load([i_t * C, i_v * BV]), DT, EMU)
+    b_o = tl.dot(_c(b_q * (tl.exp(b_G) * scale)[:, None], DT, EMU), b_h, input_precision=PRECISION)
     b_o += tl.dot(_c(b_P, DT, EMU), b_d, input_precision=PRECISION)
-    tl.store(o + o_tv, _round(b_o, o.dtype.element_ty, EMU), mask=m_tv)
+    d_o.store([i_t * C, i_v * BV], _round(b_o, o.dtype.element_ty, EMU))
 
 
 @triton.jit
@@ -277,21 +278,21 @@ def chunk_gated_delta_rule_bwd_dd_local_kernel(
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     DT = ddl.dtype.element_ty
-    o_c = tl.arange(0, C)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_t = i_t * C + o_c < T
-    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h
-    b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-    b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-    b_G, _ = _load_G(g, r0, m_t, H, C)
+    bos = i_b.to(tl.int64) * T * H + i_h
+    m_t = i_t * C + tl.arange(0, C) < T
+    d_q = tl.make_tensor_descriptor(q + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_do = tl.make_tensor_descriptor(do + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_ddl = tl.make_tensor_descriptor(ddl + bos * V, [T, V], [H * V, 1], [C, BV])
+    b_q, _ = _l2norm(d_q.load([i_t * C, 0]), USE_L2NORM)
+    b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
+    b_G, _ = _load_G(g, bos + i_t * C * H, m_t, H, C)
     # Pᵀ directly: k qᵀ ⊙ Γᵀ
     b_Pt = tl.dot(_c(b_k, DT, EMU), tl.trans(_c(b_q, DT, EMU)), input_precision=PRECISION)
     b_Pt = b_Pt * tl.trans(_decay_matrix(b_G, C, False)) * scale
-    m_tv = m_t[:, None] & (o_v[None, :] < V)
-    o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
-    b_do = _c(tl.load(do + o_tv, mask=m_tv, other=0.0), DT, EMU)
+    b_do = _c(d_do.load([i_t * C, i_v * BV]), DT, EMU)
     b_dd = tl.dot(_c(b_Pt, DT, EMU), b_do, input_precision=PRECISION)
-    tl.store(ddl + o_tv, _round(b_dd, DT, EMU), mask=m_tv)
+    d_ddl.store([i_t * C, i_v * BV], _round(b_dd, DT, EMU))
 
 
 @triton.jit
@@ -325,40 +326,41 @@ def chunk_gated_delta_rule_bwd_dh_kernel(
     DT = w.dtype.element_ty
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
-    bos = i_b.to(tl.int64) * T
+    bos = i_b.to(tl.int64) * T * H + i_h
     o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
-    o_kv = o_k[:, None] * V + o_v[None, :]
+    d_q = tl.make_tensor_descriptor(q + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_w = tl.make_tensor_descriptor(w + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_do = tl.make_tensor_descriptor(do + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_ddl = tl.make_tensor_descriptor(ddl + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_dd = tl.make_tensor_descriptor(dd + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_dh = tl.make_tensor_descriptor(dh + bh * (NT * BK * V), [NT * BK, V], [V, 1], [BK, BV])
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
-        b_dh += tl.load(dht + bh * (K * V) + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+        d_dht = tl.make_tensor_descriptor(dht + bh * (K * V), [K, V], [V, 1], [BK, BV])
+        b_dh += d_dht.load([0, i_v * BV]).to(tl.float32)
     for i_s in range(NT):
         i_t = NT - 1 - i_s
         m_t = i_t * C + o_c < T
-        r0 = (bos + i_t * C) * H + i_h
-        b_dhc = _round(b_dh, DT, EMU)  # stored as is; _c(b_dhc) feeds the dot
-        tl.store(dh + (bh * NT + i_t) * (K * V) + o_kv, b_dhc, mask=m_kv)
-        b_q, _ = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-        b_k, _ = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-        b_G, b_Gl = _load_G(g, r0, m_t, H, C)
-        p_w = w + r0 * K + o_c[:, None] * (H * K) + o_k[None, :]
-        b_w = _c(tl.load(p_w, mask=m_t[:, None] & (o_k[None, :] < K), other=0.0), DT, EMU)
-        m_tv = m_t[:, None] & (o_v[None, :] < V)
-        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
-        b_do = _c(tl.load(do + o_tv, mask=m_tv, other=0.0), DT, EMU)
+        b_dhc = _round(b_dh, DT, EMU)
+        d_dh.store([i_t * BK, i_v * BV], b_dhc)
+        b_q, _ = _l2norm(d_q.load([i_t * C, 0]), USE_L2NORM)
+        b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
+        b_G, b_Gl = _load_G(g, bos + i_t * C * H, m_t, H, C)
+        b_w = _c(d_w.load([i_t * C, 0]), DT, EMU)
+        b_do = _c(d_do.load([i_t * C, i_v * BV]), DT, EMU)
         # dδ = scale Pᵀ do (from ddl) + k̃ dh_C: δ feeds the outputs and the next state
-        b_dd = tl.load(ddl + o_tv, mask=m_tv, other=0.0).to(tl.float32)
-        b_kd = _c((b_k * tl.exp(b_Gl - b_G)[:, None]), DT, EMU)
+        b_dd = d_ddl.load([i_t * C, i_v * BV]).to(tl.float32)
+        b_kd = _c(b_k * tl.exp(b_Gl - b_G)[:, None], DT, EMU)
         b_dd += tl.dot(b_kd, _c(b_dhc, DT, EMU), input_precision=PRECISION)  # [C, BV]
         b_ddc = _round(b_dd, DT, EMU)
-        tl.store(dd + o_tv, b_ddc, mask=m_tv)
-        b_qg = _c((b_q * (tl.exp(b_G) * scale)[:, None]), DT, EMU)
+        d_dd.store([i_t * C, i_v * BV], b_ddc)
+        b_qg = _c(b_q * (tl.exp(b_G) * scale)[:, None], DT, EMU)
         b_dh = b_dh * tl.exp(b_Gl) + tl.dot(tl.trans(b_qg), b_do, input_precision=PRECISION)
         b_dh -= tl.dot(tl.trans(b_w), _c(b_ddc, DT, EMU), input_precision=PRECISION)
     if STORE_DH0:
-        tl.store(dh0 + bh * (K * V) + o_kv, b_dh, mask=m_kv)
+        d_dh0 = tl.make_tensor_descriptor(dh0 + bh * (K * V), [K, V], [V, 1], [BK, BV])
+        d_dh0.store([0, i_v * BV], b_dh)
 
 
 @triton.jit
@@ -396,15 +398,26 @@ def chunk_gated_delta_rule_bwd_kernel(
     DT = dlt.dtype.element_ty
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
-    r0 = (i_b.to(tl.int64) * T + i_t * C) * H + i_h
+    bos = i_b.to(tl.int64) * T * H + i_h
+    r0 = bos + i_t * C * H
     o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
     m_t = i_t * C + o_c < T
-    m_k = o_k < K
-    b_q, b_rq = _load_qk(q + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
-    b_k, b_rk = _load_qk(k + r0 * K, m_t, H, K, C, BK, USE_L2NORM)
+    d_q = tl.make_tensor_descriptor(q + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_dq = tl.make_tensor_descriptor(dq + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_dk = tl.make_tensor_descriptor(dk + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_v = tl.make_tensor_descriptor(v + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_do = tl.make_tensor_descriptor(do + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_d = tl.make_tensor_descriptor(dlt + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_dd = tl.make_tensor_descriptor(dd + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_dv = tl.make_tensor_descriptor(dv + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_h = tl.make_tensor_descriptor(hs + (bh * NT + i_t) * (BK * V), [BK, V], [V, 1], [BK, BV])
+    d_dh = tl.make_tensor_descriptor(dh + (bh * NT + i_t) * (BK * V), [BK, V], [V, 1], [BK, BV])
+    d_A = tl.make_tensor_descriptor(Ai + (bh * NT + i_t) * (C * C), [C, C], [C, 1], [C, C])
+    b_q, b_rq = _l2norm(d_q.load([i_t * C, 0]), USE_L2NORM)
+    b_k, b_rk = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
     b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
-    b_Tt = _c(tl.trans(tl.load(Ai + (bh * NT + i_t) * (C * C) + o_c[:, None] * C + o_c[None, :])), DT, EMU)
+    b_Tt = _c(tl.trans(d_A.load([0, 0])), DT, EMU)
 
     # Sums over V of products with the state, kept as [C, K] / [C, C] tiles; everything else follows
     # after the loop (README.md, "Backward").
@@ -415,23 +428,15 @@ def chunk_gated_delta_rule_bwd_kernel(
     b_dYd = tl.zeros([C, C], dtype=tl.float32)  # dY δᵀ  (= −dA on the strict lower part)
     b_dbeta = tl.zeros([C], dtype=tl.float32)  # Σ_v dY ⊙ v
     b_hdh = tl.zeros([BK], dtype=tl.float32)  # Σ_v h0 ⊙ dh_C, per key
-    p_hs = hs + (bh * NT + i_t) * (K * V)
-    p_dh = dh + (bh * NT + i_t) * (K * V)
     for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_v = o_v < V
-        m_tv = m_t[:, None] & m_v[None, :]
-        m_kv = m_k[:, None] & m_v[None, :]
-        o_kv = o_k[:, None] * V + o_v[None, :]
-        o_tv = r0 * V + o_c[:, None] * (H * V) + o_v[None, :]
-        b_do = _c(tl.load(do + o_tv, mask=m_tv, other=0.0), DT, EMU)
-        b_d = _c(tl.load(dlt + o_tv, mask=m_tv, other=0.0), DT, EMU)
-        b_dd = _c(tl.load(dd + o_tv, mask=m_tv, other=0.0), DT, EMU)
-        b_h = _c(tl.load(p_hs + o_kv, mask=m_kv, other=0.0), DT, EMU)  # [BK, BV] state at chunk start
-        b_dhe = _c(tl.load(p_dh + o_kv, mask=m_kv, other=0.0), DT, EMU)  # [BK, BV] gradient at chunk end
+        b_do = _c(d_do.load([i_t * C, i_v * BV]), DT, EMU)
+        b_d = _c(d_d.load([i_t * C, i_v * BV]), DT, EMU)
+        b_dd = _c(d_dd.load([i_t * C, i_v * BV]), DT, EMU)
+        b_h = _c(d_h.load([0, i_v * BV]), DT, EMU)  # [BK, BV] state at chunk start
+        b_dhe = _c(d_dh.load([0, i_v * BV]), DT, EMU)  # [BK, BV] gradient at chunk end
         b_dY = tl.dot(b_Tt, b_dd, input_precision=PRECISION)  # [C, BV]
-        tl.store(dv + o_tv, _round((b_dY * b_beta[:, None]), dv.dtype.element_ty, EMU), mask=m_tv)
-        b_v = tl.load(v + o_tv, mask=m_tv, other=0.0).to(tl.float32)
+        d_dv.store([i_t * C, i_v * BV], _round(b_dY * b_beta[:, None], dv.dtype.element_ty, EMU))
+        b_v = d_v.load([i_t * C, i_v * BV]).to(tl.float32)
         b_dbeta += tl.sum(b_dY * b_v, 1)
         b_hdh += tl.sum(b_h.to(tl.float32) * b_dhe.to(tl.float32), 1)
         b_dYc = _c(b_dY, DT, EMU)
@@ -460,7 +465,7 @@ def chunk_gated_delta_rule_bwd_kernel(
     b_dq = b_Qa * (b_eG * scale)[:, None] + tl.dot(_c(b_dS, DT, EMU), b_kc, input_precision=PRECISION)
     b_dk = b_Ka * b_ekd[:, None] - b_Xa * (b_beta * b_eG)[:, None]
     b_dk += tl.dot(_c(tl.trans(b_dS), DT, EMU), b_qc, input_precision=PRECISION)
-    b_dk += tl.dot(_c((b_B + tl.trans(b_B)), DT, EMU), b_kc, input_precision=PRECISION)
+    b_dk += tl.dot(_c(b_B + tl.trans(b_B), DT, EMU), b_kc, input_precision=PRECISION)
 
     # dg_s = Σ_{i≥s} ∂L/∂G_i, formed without differences of large terms so that it stays accurate
     # when decays are strong: a pairwise term D_ij e^{G_i − G_j} (j < i) depends on g_s for j < s ≤ i,
@@ -474,10 +479,8 @@ def chunk_gated_delta_rule_bwd_kernel(
     if USE_L2NORM:
         b_dq = (b_dq - b_q * tl.sum(b_q * b_dq, 1)[:, None]) * b_rq[:, None]
         b_dk = (b_dk - b_k * tl.sum(b_k * b_dk, 1)[:, None]) * b_rk[:, None]
-    m_tk = m_t[:, None] & m_k[None, :]
-    o_tk = r0 * K + o_c[:, None] * (H * K) + o_k[None, :]
-    tl.store(dq + o_tk, _round(b_dq, dq.dtype.element_ty, EMU), mask=m_tk)
-    tl.store(dk + o_tk, _round(b_dk, dk.dtype.element_ty, EMU), mask=m_tk)
+    d_dq.store([i_t * C, 0], _round(b_dq, dq.dtype.element_ty, EMU))
+    d_dk.store([i_t * C, 0], _round(b_dk, dk.dtype.element_ty, EMU))
     o_th = r0 + o_c * H
     tl.store(dg + o_th, _round(b_dg, dg.dtype.element_ty, EMU), mask=m_t)
     tl.store(dbeta + o_th, _round(b_dbeta, dbeta.dtype.element_ty, EMU), mask=m_t)
@@ -494,9 +497,22 @@ def _launch_config(BH: int, K: int, V: int) -> dict:
     while BV_seq > 16 and BH * triton.cdiv(V, BV_seq) < 256:
         BV_seq //= 2
     return dict(
-        BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=min(BV_max, 32 if BK > 64 else 64),
+        BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=min(BV_max, 32),
         warps_prep=4, warps_seq=4, warps_o=4, warps_bwd=8 if BK > 32 else 4, stages_bwd=2,
     )  # fmt: skip
+
+
+def _aligned(x: torch.Tensor) -> torch.Tensor:
+    """Contiguous, with a 16-byte aligned start, as tensor descriptors (TMA) require."""
+    x = x.contiguous()
+    return x if x.data_ptr() % 16 == 0 else x.clone()
+
+
+@functools.cache
+def _set_tma_allocator() -> None:
+    """Descriptors made inside a kernel need a little global scratch memory per program; Triton asks
+    for it through a process-wide allocator, here torch's (so CUDA-graph capture works)."""
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device="cuda", dtype=torch.int8))
 
 
 def _dot_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
@@ -526,7 +542,7 @@ def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_fi
     w = torch.empty(B, T, H, K, device=dev, dtype=dt)
     u = torch.empty(B, T, H, V, device=dev, dtype=dt)
     dlt = torch.empty(B, T, H, V, device=dev, dtype=dt)
-    hs = torch.empty(B * H, NT, K, V, device=dev, dtype=dt)
+    hs = torch.empty(B * H, NT, cfg["BK"], V, device=dev, dtype=dt)  # rows past K stay zero
     o = torch.empty_like(v)
     ht = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if output_final_state else None
     common = dict(H=H, K=K, V=V, C=C, BK=cfg["BK"], USE_L2NORM=use_l2norm, PRECISION=prec, EMU=INTERPRET)
@@ -556,7 +572,7 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, w, hs, dlt, do, dht, scale,
     )
     ddl = torch.empty(B, T, H, V, device=dev, dtype=dt)
     dd = torch.empty(B, T, H, V, device=dev, dtype=dt)
-    dh = torch.empty(B * H, NT, K, V, device=dev, dtype=dt)
+    dh = torch.empty(B * H, NT, cfg["BK"], V, device=dev, dtype=dt)
     dh0 = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if use_h0 else None
     chunk_gated_delta_rule_bwd_dd_local_kernel[(triton.cdiv(V, cfg["BV_o"]), NT, B * H)](
         q, k, g, do, ddl, scale, T, BV=cfg["BV_o"], **common, num_warps=cfg["warps_o"],
@@ -629,9 +645,21 @@ def chunk_gated_delta_rule(
     if K > 256 or V > 256:
         raise ValueError(f"the triton backend supports K, V <= 256; got K={K}, V={V}")
     scale = K**-0.5 if scale is None else float(scale)
-    if initial_state is not None:
-        initial_state = initial_state.contiguous()
-    q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+    Kp, Vp = -(-K // 8) * 8, -(-V // 8) * 8
+    if (Kp, Vp) != (K, V):
+        # Tensor descriptors need rows of a multiple of 16 bytes: zero columns change no product
+        # (nor the L2 norms) and are cut off the results.
+        pk, pv = (0, Kp - K), (0, Vp - V)
+        h0 = None if initial_state is None else F.pad(initial_state, (*pv, *pk))
+        o, ht = chunk_gated_delta_rule(
+            F.pad(q, pk), F.pad(k, pk), F.pad(v, pv), g, beta, scale, h0, output_final_state,
+            use_qk_l2norm_in_kernel, backend, C,
+        )  # fmt: skip
+        return o[..., :V], (None if ht is None else ht[:, :, :K, :V])
+    if not INTERPRET:
+        _set_tma_allocator()
+    q, k, v, g, beta = (_aligned(x) for x in (q, k, v, g, beta))
+    initial_state = None if initial_state is None else _aligned(initial_state)
     return ChunkGatedDeltaRuleFunction.apply(
         q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, C
     )
