@@ -149,6 +149,18 @@ def test_triton_l2norm_default_chunks_and_wide_keys(T, K, V, chunk_size):
     assert_matches(out, ref, torch.float32)
 
 
+def test_triton_odd_head_dims_are_padded_inside():
+    # Tensor descriptors need 16-byte rows: K = 12, V = 20 run zero-padded to 16, 24 and cut back.
+    inputs = make_inputs(1, 40, 2, 12, 20, normalize_k=False)
+    ref = run(naive_recurrent_gated_delta_rule, inputs, use_qk_l2norm_in_kernel=True)
+    with poisoned_empty():
+        out = run(
+            triton_fn(16, use_qk_l2norm_in_kernel=True), inputs, dtypes=dict.fromkeys(inputs, torch.float32)
+        )
+    assert out["o"].shape[-1] == 20 and out["state"].shape[-2:] == (12, 20)
+    assert_matches(out, ref, torch.float32)
+
+
 def test_triton_mixed_dtypes_are_cast_inside():
     # As autocast hands them over: bf16 projections, fp32 gates, fp32 state.
     inputs = make_inputs(1, 50, 2, 16, 32)
