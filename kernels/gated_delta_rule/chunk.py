@@ -498,7 +498,7 @@ def _launch_config(BH: int, K: int, V: int) -> dict:
         BV_seq //= 2
     return dict(
         BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=min(BV_max, 32),
-        warps_prep=4, warps_seq=4, warps_o=4, warps_bwd=8 if BK > 32 else 4, stages_bwd=2,
+        warps_prep=4, warps_seq=4, warps_o=4, warps_bwd=8 if BK > 32 else 4, stages_seq=3, stages_bwd=2,
     )  # fmt: skip
 
 
@@ -552,7 +552,7 @@ def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_fi
     )  # fmt: skip
     chunk_gated_delta_rule_fwd_h_kernel[(triton.cdiv(V, cfg["BV_seq"]), B * H)](
         k, w, u, g, initial_state, hs, dlt, ht, T, BV=cfg["BV_seq"], USE_H0=initial_state is not None,
-        STORE_HT=output_final_state, **common, num_warps=cfg["warps_seq"],
+        STORE_HT=output_final_state, **common, num_warps=cfg["warps_seq"], num_stages=cfg["stages_seq"],
     )  # fmt: skip
     chunk_gated_delta_rule_fwd_o_kernel[(triton.cdiv(V, cfg["BV_o"]), NT, B * H)](
         q, k, g, hs, dlt, o, scale, T, BV=cfg["BV_o"], **common, num_warps=cfg["warps_o"],
@@ -579,7 +579,7 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, w, hs, dlt, do, dht, scale,
     )  # fmt: skip
     chunk_gated_delta_rule_bwd_dh_kernel[(triton.cdiv(V, cfg["BV_seq"]), B * H)](
         q, k, w, g, do, ddl, dht, dh, dd, dh0, scale, T, BV=cfg["BV_seq"], USE_DHT=dht is not None,
-        STORE_DH0=use_h0, **common, num_warps=cfg["warps_seq"],
+        STORE_DH0=use_h0, **common, num_warps=cfg["warps_seq"], num_stages=cfg["stages_seq"],
     )  # fmt: skip
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dg, dbeta = torch.empty_like(g), torch.empty_like(beta)
@@ -628,11 +628,14 @@ def chunk_gated_delta_rule(
     Returns ``o`` ``[B, T, H, V]`` in v's dtype and, if ``output_final_state``, the final state
     ``[B, H, K, V]`` in float32 (float64 on the torch backend with float64 inputs), else None.
     ``g`` is the log decay (≤ 0), ``beta`` in (0, 2). ``chunk_size`` (a power of two ≥ 16) defaults
-    to 64, 32 for K > 64, 16 for K > 128. Inputs of mixed dtypes are accepted and cast inside.
+    to 64 for bf16 inputs with K ≤ 128, else 32 for K ≤ 64 and 16 above. Inputs of mixed dtypes are
+    accepted and cast inside.
     """
     B, T, H, K, V = check_inputs(q, k, v, g, beta, initial_state)
-    # Smaller chunks for wider keys keep the tiles within registers and shared memory.
-    C = chunk_size if chunk_size is not None else (64 if K <= 64 else 32 if K <= 128 else 16)
+    # 64 rows feed Hopper's warpgroup MMA with half-precision operands; past K = 128, and with fp32
+    # operands (no tensor cores, twice the bytes), smaller chunks keep tiles in registers and shared memory.
+    half = _dot_dtype(q, k, v) != torch.float32
+    C = chunk_size if chunk_size is not None else (64 if half and K <= 128 else 32 if K <= 64 else 16)
     if C < 16 or C & (C - 1):
         raise ValueError(f"chunk_size must be a power of two >= 16; got {chunk_size}")
     if backend == "torch":
