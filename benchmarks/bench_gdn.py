@@ -33,8 +33,12 @@ VARIANTS = [
     dict(C=64, BV_seq=16, warps_seq=4, BV_o=32, warps_o=4, BV_bwd=32, warps_bwd=8, warps_prep=4),
     dict(C=64, BV_seq=32, warps_seq=4, BV_o=64, warps_o=8, BV_bwd=64, warps_bwd=8, warps_prep=8),
     dict(C=64, BV_seq=64, warps_seq=8, BV_o=16, warps_o=4, BV_bwd=16, warps_bwd=8, stages_bwd=3),
-    dict(C=64, BV_seq=16, warps_seq=8, BV_o=32, warps_o=8, BV_bwd=32, warps_bwd=4, stages_bwd=1, stages_seq=2),
-    dict(C=64, BV_seq=32, warps_seq=4, BV_o=64, warps_o=4, BV_bwd=32, warps_bwd=8, stages_seq=4, warps_prep=2),
+    dict(
+        C=64, BV_seq=16, warps_seq=8, BV_o=32, warps_o=8, BV_bwd=32, warps_bwd=4, stages_bwd=1, stages_seq=2
+    ),
+    dict(
+        C=64, BV_seq=32, warps_seq=4, BV_o=64, warps_o=4, BV_bwd=32, warps_bwd=8, stages_seq=4, warps_prep=2
+    ),
 ]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 
