@@ -508,11 +508,16 @@ def _aligned(x: torch.Tensor) -> torch.Tensor:
     return x if x.data_ptr() % 16 == 0 else x.clone()
 
 
-@functools.cache
+def _tma_scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, device="cuda", dtype=torch.int8)
+
+
 def _set_tma_allocator() -> None:
     """Descriptors made inside a kernel need a little global scratch memory per program; Triton asks
-    for it through a process-wide allocator, here torch's (so CUDA-graph capture works)."""
-    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device="cuda", dtype=torch.int8))
+    for it through an allocator held in a context variable, here torch's (so CUDA-graph capture
+    works). Set before every launch: autograd runs the backward in another thread, another context."""
+    if not INTERPRET:
+        triton.set_allocator(_tma_scratch)
 
 
 def _dot_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
@@ -535,6 +540,7 @@ def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_fi
     V = v.shape[-1]
     NT = triton.cdiv(T, C)
     cfg = _launch_config(B * H, K, V)
+    _set_tma_allocator()
     dt = _dot_dtype(q, k, v)
     prec = _precision(dt)
     dev = q.device
@@ -565,6 +571,7 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, w, hs, dlt, do, dht, scale,
     V = v.shape[-1]
     NT = triton.cdiv(T, C)
     cfg = _launch_config(B * H, K, V)
+    _set_tma_allocator()
     dt = w.dtype
     dev = q.device
     common = dict(
@@ -659,8 +666,6 @@ def chunk_gated_delta_rule(
             use_qk_l2norm_in_kernel, backend, C,
         )  # fmt: skip
         return o[..., :V], (None if ht is None else ht[:, :, :K, :V])
-    if not INTERPRET:
-        _set_tma_allocator()
     q, k, v, g, beta = (_aligned(x) for x in (q, k, v, g, beta))
     initial_state = None if initial_state is None else _aligned(initial_state)
     return ChunkGatedDeltaRuleFunction.apply(
