@@ -17,7 +17,7 @@ import time
 import torch
 import triton
 
-from kernels.ssd import chunk_ssd, naive_recurrent_ssd
+from kernels.ssd import chunk, chunk_ssd, naive_recurrent_ssd
 
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 NAIVE_MAX_T = 2048
@@ -77,8 +77,8 @@ def floor_ms(shape, backward):
 def callables(shape):
     ours, fla_in = make(shape, requires_grad=True)
 
-    y, _ = chunk_ssd(**ours)
-    dy = torch.randn_like(y)
+    dy = torch.randn(ours["x"].shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1),
+                     dtype=ours["x"].dtype)
     ours_leaves = tuple(ours.values())
     fla_leaves = tuple(fla_in.values())
 
@@ -161,12 +161,90 @@ def main_bench(args):
     return rows
 
 
+def sweep_variants(shape):
+    """Launch configurations to try at one shape: variant i takes option i of every kernel, so one
+    profiled fwd+bwd per variant times every kernel under one of its options."""
+    n_batch, seq_len, num_heads, dim_v, dim_k = shape
+    BK, BV = max(16, triton.next_power_of_2(dim_k)), max(16, triton.next_power_of_2(dim_v))
+    base = chunk._launch_config(n_batch * num_heads, dim_k, dim_v, True)
+    kc = chunk.KernelConfig
+    state = [(64, 64, 4, 2), (64, 32, 4, 3), (32, 32, 2, 2), (64, 64, 8, 3), (32, 64, 4, 2), (64, 32, 2, 2),
+             (32, 32, 4, 3), (64, 16, 4, 2)]
+    o = [(0, 64, 4, 2), (0, 64, 8, 2), (0, 32, 4, 2), (0, 64, 4, 3), (0, 32, 2, 2), (0, 64, 8, 1),
+         (0, 128, 8, 2), (0, 32, 4, 3)]
+    dx = [(0, 64, 8, 2), (0, 128, 8, 2), (0, 64, 4, 2), (0, 128, 8, 1), (0, 32, 4, 2), (0, 64, 8, 1),
+          (0, 128, 4, 2), (0, 64, 8, 3)]
+    dqk = [(64, 64, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 8, 1), (64, 64, 8, 3), (64, 64, 4, 3),
+           (32, 32, 4, 2), (64, 64, 4, 1)]
+    out = [base]
+    for i in range(len(state)):
+        def fit(o):
+            return kc(min(o[0], BK), min(o[1], BV), o[2], o[3])
+        h, dh = fit(state[i]), fit(state[(i + 3) % len(state)])
+        out.append(chunk.LaunchConfig(base.BT, h, fit(o[i]), dh, fit(dx[i]), fit(dqk[i])))
+    return out
+
+
+def kernel_times_us(fn, reps=10):
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    times = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            name = e.name if e.name.startswith("chunk_ssd") else "torch"
+            times[name] = times.get(name, 0.0) + (e.time_range.end - e.time_range.start) / reps
+    return times
+
+
+def main_sweep(args):
+    """Per kernel and shape, the GPU time (µs) of every launch configuration of sweep_variants."""
+    shapes = [SHAPES[int(i)] for i in args.shapes.split(",")]
+    real = chunk._launch_config
+    rows = []
+    for shape in shapes:
+        fns = callables(shape)
+        for v, cfg in enumerate(sweep_variants(shape)):
+            chunk._launch_config = lambda *a, c=cfg: c
+            try:
+                times = kernel_times_us(fns["ours"][1]) if not args.compile_only else fns["ours"][1]()
+            except Exception as err:  # a configuration past the shared-memory limit fails to compile
+                times = {"error": str(err)[:120]}
+            finally:
+                chunk._launch_config = real
+            if args.compile_only:
+                continue
+            row = dict(shape=shape, variant=v, cfg=repr(cfg), times=times)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del fns
+    for shape in shapes:
+        print(f"shape {shape}")
+        for kernel in ("decay", "fwd_h", "fwd_o", "bwd_dh", "bwd_dx", "bwd_dqk", "torch"):
+            cells = []
+            for r in rows:
+                if r["shape"] == shape:
+                    t = r["times"].get("torch" if kernel == "torch" else f"chunk_ssd_{kernel}_kernel")
+                    cells.append("      -" if t is None else f"{t:7.1f}")
+            print(f"  {kernel:8}" + "".join(cells))
+    return rows
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impls", default="ours,fla,naive")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--sweep", action="store_true", help="time launch configurations of ours")
+    parser.add_argument("--shapes", default="0,1,2,3", help="indices into SHAPES for --sweep")
+    parser.add_argument("--compile-only", action="store_true", help="with --sweep: compile, do not time")
     args = parser.parse_args()
-    if "fla" in args.impls:
+    if args.sweep:
+        main_sweep(args)
+        raise SystemExit
+    if "fla" in args.impls and not args.sweep:
         try:
             import fla.ops.common.chunk_o as fla_chunk_o
         except ImportError as err:

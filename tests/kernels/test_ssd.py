@@ -108,6 +108,20 @@ def test_triton_matches_recurrence_fp32(shape, neg, poisoned):
 
 
 @pytest.mark.parametrize("neg", [False, True])
+def test_triton_split_tiles_match_recurrence(neg, poisoned, monkeypatch):
+    # Every kernel split into several K- and V-blocks (the dB/dC kernel then sums d dt and dA over
+    # K-blocks), as the launch configuration does at large K and V on a GPU.
+    from kernels.ssd import chunk
+
+    small = chunk.KernelConfig(BK=16, BV=16, num_warps=4, num_stages=2)
+    cfg = chunk.LaunchConfig(BT=32, h=small, o=small, dh=small, dx=small, dqk=small)
+    monkeypatch.setattr(chunk, "_launch_config", lambda *args: cfg)
+    inputs = make_inputs(2, 75, 4, 2, 40, 36, dtype=torch.float32, device=DEVICE, seed=5)
+    assert_all_close(run(triton_backend, inputs, neg, torch.float32),
+                     reference(inputs, neg, torch.float32), tol=1e-4)
+
+
+@pytest.mark.parametrize("neg", [False, True])
 def test_triton_without_optional_inputs(neg, poisoned):
     inputs = make_inputs(2, 70, 2, 1, 16, 16, dtype=torch.float32, device=DEVICE)
     del inputs["D"], inputs["initial_state"]
@@ -118,10 +132,13 @@ def test_triton_without_optional_inputs(neg, poisoned):
 
 @pytest.mark.parametrize("neg", [False, True])
 def test_triton_no_nan_with_strong_decay(neg, poisoned):
-    # dt·A ∈ [−20, −5] per step: the chunk's cumulative log decay reaches ~−1280 in fp32.
+    # dt·A ∈ [−20, −5] per step: the chunk's cumulative log decay Γ reaches ~−1280 in fp32, so every
+    # decay exp(Γ_i − Γ_j) carries a relative error up to ~BT·|Γ|·2⁻²⁴ from rounding Γ alone; dA sums
+    # such terms with cancellation (one head's dA is ~1% of its terms), so its bound is 1e-3 (the
+    # interpreter gives 5e-5, an H100 2.4e-4, fp32 autograd through the torch path 4.8e-3).
     inputs = make_inputs(1, 130, 2, 1, 16, 16, dtype=torch.float32, device=DEVICE, dta=(-20.0, -5.0))
     assert_all_close(run(triton_backend, inputs, neg, torch.float32),
-                     reference(inputs, neg, torch.float32), tol=1e-4)
+                     reference(inputs, neg, torch.float32), tol=1e-4, tol_decay=1e-3)
 
 
 def test_triton_decay_near_zero_keeps_dt_gradient():
