@@ -250,7 +250,12 @@ if __name__ == "__main__":
         except ImportError as err:
             raise SystemExit("fla-core is needed: pip install fla-core==0.6.0") from err
         fla_chunk_o.TRITON_ABOVE_3_7_1 = True  # fla 0.6.0 refuses its backward on triton 3.6 otherwise
-    print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    versions = f"torch {torch.__version__}, triton {triton.__version__}"
+    if "fla" in args.impls:
+        import fla
+
+        versions += f", fla-core {fla.__version__}"
+    print(f"device {torch.cuda.get_device_name()}, {versions}", flush=True)
     rows = main_bench(args)
     if args.json and rows:
         with open(args.json, "w") as f:
