@@ -30,14 +30,13 @@ from kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gat
 # Launch-config variants of ours: chunk size C and overrides of _launch_config. Each kernel's time is
 # read separately from the profile, so one variant tries settings of several kernels at once.
 VARIANTS = [
-    dict(C=64, BV_seq=16, warps_seq=4, BV_o=32, warps_o=4, BV_bwd=32, warps_bwd=8, warps_prep=4),
-    dict(C=64, BV_seq=32, warps_seq=4, BV_o=64, warps_o=8, BV_bwd=64, warps_bwd=8, warps_prep=8),
-    dict(C=64, BV_seq=64, warps_seq=8, BV_o=16, warps_o=4, BV_bwd=16, warps_bwd=8, stages_bwd=3),
+    dict(C=64, warps_prep=8, BV_seq=64, BV_o=16, warps_o=4, BV_bwd=16, warps_bwd=4, stages_bwd=2),
+    dict(C=64, warps_prep=4, BV_seq=16, BV_o=64, warps_o=8, BV_bwd=64, warps_bwd=8, stages_bwd=2),
     dict(
-        C=64, BV_seq=16, warps_seq=8, BV_o=32, warps_o=8, BV_bwd=32, warps_bwd=4, stages_bwd=1, stages_seq=2
+        C=64, warps_prep=8, BV_seq=16, warps_seq=8, BV_o=16, warps_o=8, BV_bwd=16, warps_bwd=8, stages_bwd=4
     ),
     dict(
-        C=64, BV_seq=32, warps_seq=4, BV_o=64, warps_o=4, BV_bwd=32, warps_bwd=8, stages_seq=4, warps_prep=2
+        C=64, warps_prep=4, BV_seq=64, stages_seq=2, BV_o=64, warps_o=4, BV_bwd=16, warps_bwd=8, stages_bwd=1
     ),
 ]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
@@ -215,10 +214,15 @@ def main():
                 over = dict(variant)
                 C = over.pop("C")
 
-                def cfg(BH_, K_, V_, over=over, base=base):
-                    c = dict(base(BH_, K_, V_))
+                def cfg(BH_, K_, V_, half, over=over, base=base):
+                    c = dict(base(BH_, K_, V_, half))
                     vmax = max(16, triton.next_power_of_2(V_))
-                    c.update({n: min(x, vmax) if n.startswith("BV") else x for n, x in over.items()})
+                    c.update(
+                        {
+                            n: gdn_chunk._width(min(x, vmax), half) if n.startswith("BV") else x
+                            for n, x in over.items()
+                        }
+                    )
                     return c
 
                 def fn(C=C, **kw):

@@ -101,6 +101,8 @@ def chunk_gated_delta_rule_fwd_prep_kernel(
     Ai,
     w,
     u,
+    kt,
+    gl,
     T,
     H,
     K: tl.constexpr,
@@ -124,8 +126,13 @@ def chunk_gated_delta_rule_fwd_prep_kernel(
     d_w = tl.make_tensor_descriptor(w + bos * K, [T, K], [H * K, 1], [C, BK])
     d_v = tl.make_tensor_descriptor(v + bos * V, [T, V], [H * V, 1], [C, BV])
     d_u = tl.make_tensor_descriptor(u + bos * V, [T, V], [H * V, 1], [C, BV])
+    d_kt = tl.make_tensor_descriptor(kt + bos * K, [T, K], [H * K, 1], [C, BK])
     b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
-    b_G, _, b_beta = _load_gb(g, beta, bos + i_t * C * H, m_t, H, C)
+    b_G, b_Gl, b_beta = _load_gb(g, beta, bos + i_t * C * H, m_t, H, C)
+    # What the sweeps need besides w and u, made here so that their sequential loops only load:
+    # k̃ = e^{G_C − G} k and G_C per chunk.
+    d_kt.store([i_t * C, 0], _round(b_k * tl.exp(b_Gl - b_G)[:, None], DT, EMU))
+    tl.store(gl + i_bh.to(tl.int64) * NT + i_t, b_Gl)
     b_kc = _c(b_k, DT, EMU)
     b_A = tl.dot(b_kc, tl.trans(b_kc), input_precision=PRECISION) * b_beta[:, None]
     b_A = b_A * _decay_matrix(b_G, C, True)  # [C, C] strictly lower
@@ -158,10 +165,10 @@ def chunk_gated_delta_rule_fwd_prep_kernel(
 
 @triton.jit
 def chunk_gated_delta_rule_fwd_h_kernel(
-    k,
+    kt,
     w,
     u,
-    g,
+    gl,
     h0,
     hs,
     dlt,
@@ -185,8 +192,7 @@ def chunk_gated_delta_rule_fwd_h_kernel(
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
     bos = i_b.to(tl.int64) * T * H + i_h
-    o_c = tl.arange(0, C)
-    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_kt = tl.make_tensor_descriptor(kt + bos * K, [T, K], [H * K, 1], [C, BK])
     d_w = tl.make_tensor_descriptor(w + bos * K, [T, K], [H * K, 1], [C, BK])
     d_u = tl.make_tensor_descriptor(u + bos * V, [T, V], [H * V, 1], [C, BV])
     d_d = tl.make_tensor_descriptor(dlt + bos * V, [T, V], [H * V, 1], [C, BV])
@@ -196,16 +202,14 @@ def chunk_gated_delta_rule_fwd_h_kernel(
         d_h0 = tl.make_tensor_descriptor(h0 + bh * (K * V), [K, V], [V, 1], [BK, BV])
         b_h += d_h0.load([0, i_v * BV]).to(tl.float32)
     for i_t in range(NT):
-        m_t = i_t * C + o_c < T
         d_hs.store([i_t * BK, i_v * BV], _round(b_h, DT, EMU))
-        b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
-        b_G, b_Gl = _load_G(g, bos + i_t * C * H, m_t, H, C)
+        b_Gl = tl.load(gl + bh * NT + i_t)
         b_w = _c(d_w.load([i_t * C, 0]), DT, EMU)
         b_d = d_u.load([i_t * C, i_v * BV]).to(tl.float32)
         b_d -= tl.dot(b_w, _c(b_h, DT, EMU), input_precision=PRECISION)  # δ = u − w h   [C, BV]
         b_dc = _round(b_d, DT, EMU)
         d_d.store([i_t * C, i_v * BV], b_dc)
-        b_kd = _c(b_k * tl.exp(b_Gl - b_G)[:, None], DT, EMU)
+        b_kd = _c(d_kt.load([i_t * C, 0]), DT, EMU)
         b_h = b_h * tl.exp(b_Gl) + tl.dot(tl.trans(b_kd), _c(b_dc, DT, EMU), input_precision=PRECISION)
     if STORE_HT:
         d_ht = tl.make_tensor_descriptor(ht + bh * (K * V), [K, V], [V, 1], [BK, BV])
@@ -262,6 +266,7 @@ def chunk_gated_delta_rule_bwd_dd_local_kernel(
     g,
     do,
     ddl,
+    qg,
     scale,
     T,
     H,
@@ -287,6 +292,9 @@ def chunk_gated_delta_rule_bwd_dd_local_kernel(
     b_q, _ = _l2norm(d_q.load([i_t * C, 0]), USE_L2NORM)
     b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
     b_G, _ = _load_G(g, bos + i_t * C * H, m_t, H, C)
+    if i_v == 0:  # q̂ = scale e^G q for the reverse sweep, whose loop then only loads
+        d_qg = tl.make_tensor_descriptor(qg + bos * K, [T, K], [H * K, 1], [C, BK])
+        d_qg.store([i_t * C, 0], _round(b_q * (tl.exp(b_G) * scale)[:, None], DT, EMU))
     # Pᵀ directly: k qᵀ ⊙ Γᵀ
     b_Pt = tl.dot(_c(b_k, DT, EMU), tl.trans(_c(b_q, DT, EMU)), input_precision=PRECISION)
     b_Pt = b_Pt * tl.trans(_decay_matrix(b_G, C, False)) * scale
@@ -297,17 +305,16 @@ def chunk_gated_delta_rule_bwd_dd_local_kernel(
 
 @triton.jit
 def chunk_gated_delta_rule_bwd_dh_kernel(
-    q,
-    k,
+    qg,
+    kt,
     w,
-    g,
+    gl,
     do,
     ddl,
     dht,
     dh,
     dd,
     dh0,
-    scale,
     T,
     H,
     K: tl.constexpr,
@@ -327,9 +334,8 @@ def chunk_gated_delta_rule_bwd_dh_kernel(
     NT = tl.cdiv(T, C)
     bh = i_bh.to(tl.int64)
     bos = i_b.to(tl.int64) * T * H + i_h
-    o_c = tl.arange(0, C)
-    d_q = tl.make_tensor_descriptor(q + bos * K, [T, K], [H * K, 1], [C, BK])
-    d_k = tl.make_tensor_descriptor(k + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_qg = tl.make_tensor_descriptor(qg + bos * K, [T, K], [H * K, 1], [C, BK])
+    d_kt = tl.make_tensor_descriptor(kt + bos * K, [T, K], [H * K, 1], [C, BK])
     d_w = tl.make_tensor_descriptor(w + bos * K, [T, K], [H * K, 1], [C, BK])
     d_do = tl.make_tensor_descriptor(do + bos * V, [T, V], [H * V, 1], [C, BV])
     d_ddl = tl.make_tensor_descriptor(ddl + bos * V, [T, V], [H * V, 1], [C, BV])
@@ -341,21 +347,18 @@ def chunk_gated_delta_rule_bwd_dh_kernel(
         b_dh += d_dht.load([0, i_v * BV]).to(tl.float32)
     for i_s in range(NT):
         i_t = NT - 1 - i_s
-        m_t = i_t * C + o_c < T
         b_dhc = _round(b_dh, DT, EMU)
         d_dh.store([i_t * BK, i_v * BV], b_dhc)
-        b_q, _ = _l2norm(d_q.load([i_t * C, 0]), USE_L2NORM)
-        b_k, _ = _l2norm(d_k.load([i_t * C, 0]), USE_L2NORM)
-        b_G, b_Gl = _load_G(g, bos + i_t * C * H, m_t, H, C)
+        b_Gl = tl.load(gl + bh * NT + i_t)
         b_w = _c(d_w.load([i_t * C, 0]), DT, EMU)
         b_do = _c(d_do.load([i_t * C, i_v * BV]), DT, EMU)
         # dδ = scale Pᵀ do (from ddl) + k̃ dh_C: δ feeds the outputs and the next state
         b_dd = d_ddl.load([i_t * C, i_v * BV]).to(tl.float32)
-        b_kd = _c(b_k * tl.exp(b_Gl - b_G)[:, None], DT, EMU)
+        b_kd = _c(d_kt.load([i_t * C, 0]), DT, EMU)
         b_dd += tl.dot(b_kd, _c(b_dhc, DT, EMU), input_precision=PRECISION)  # [C, BV]
         b_ddc = _round(b_dd, DT, EMU)
         d_dd.store([i_t * C, i_v * BV], b_ddc)
-        b_qg = _c(b_q * (tl.exp(b_G) * scale)[:, None], DT, EMU)
+        b_qg = _c(d_qg.load([i_t * C, 0]), DT, EMU)
         b_dh = b_dh * tl.exp(b_Gl) + tl.dot(tl.trans(b_qg), b_do, input_precision=PRECISION)
         b_dh -= tl.dot(tl.trans(b_w), _c(b_ddc, DT, EMU), input_precision=PRECISION)
     if STORE_DH0:
@@ -486,20 +489,29 @@ def chunk_gated_delta_rule_bwd_kernel(
     tl.store(dbeta + o_th, _round(b_dbeta, dbeta.dtype.element_ty, EMU), mask=m_t)
 
 
+def _width(x: int, half: bool) -> int:
+    """A tile width for descriptors of half-precision tensors: 32 columns (64-byte rows) crashed with an
+    illegal memory access in the kernels' TMA/wgmma code on an H100 with triton 3.6 (16, 64 and 128
+    ran), so 32 becomes 64 there; the descriptors zero-fill and clip the extra columns."""
+    return 64 if half and x == 32 else x
+
+
 @functools.cache
-def _launch_config(BH: int, K: int, V: int) -> dict:
+def _launch_config(BH: int, K: int, V: int, half: bool) -> dict:
     """Block sizes and warps per kernel (read, never mutate). The sequential sweeps are parallel only
     over B·H and V blocks: BV shrinks until the grid covers the GPU's SMs about twice. Measured on an
     H100 (benchmarks/RESULTS.md)."""
-    BK = max(16, triton.next_power_of_2(K))
+    BK = _width(max(16, triton.next_power_of_2(K)), half)
     BV_max = min(max(16, triton.next_power_of_2(V)), 64 if BK <= 128 else 32)
     BV_seq = BV_max
     while BV_seq > 16 and BH * triton.cdiv(V, BV_seq) < 256:
         BV_seq //= 2
-    return dict(
-        BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=min(BV_max, 32),
-        warps_prep=4, warps_seq=4, warps_o=4, warps_bwd=8 if BK > 32 else 4, stages_seq=3, stages_bwd=2,
+    cfg = dict(
+        BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=16 if half else min(BV_max, 32),
+        warps_prep=4, warps_seq=4, warps_o=4, warps_bwd=8 if BK > 32 else 4, stages_seq=3,
+        stages_bwd=3 if half else 2,
     )  # fmt: skip
+    return {n: _width(x, half) if n.startswith("BV") else x for n, x in cfg.items()}
 
 
 def _aligned(x: torch.Tensor) -> torch.Tensor:
@@ -539,13 +551,15 @@ def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_fi
     B, T, H, K = q.shape
     V = v.shape[-1]
     NT = triton.cdiv(T, C)
-    cfg = _launch_config(B * H, K, V)
-    _set_tma_allocator()
     dt = _dot_dtype(q, k, v)
+    cfg = _launch_config(B * H, K, V, dt != torch.float32)
+    _set_tma_allocator()
     prec = _precision(dt)
     dev = q.device
     Ai = torch.empty(B * H, NT, C, C, device=dev, dtype=torch.float32)
     w = torch.empty(B, T, H, K, device=dev, dtype=dt)
+    kt = torch.empty(B, T, H, K, device=dev, dtype=dt)
+    gl = torch.empty(B * H, NT, device=dev, dtype=torch.float32)
     u = torch.empty(B, T, H, V, device=dev, dtype=dt)
     dlt = torch.empty(B, T, H, V, device=dev, dtype=dt)
     hs = torch.empty(B * H, NT, cfg["BK"], V, device=dev, dtype=dt)  # rows past K stay zero
@@ -553,39 +567,41 @@ def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_fi
     ht = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if output_final_state else None
     common = dict(H=H, K=K, V=V, C=C, BK=cfg["BK"], USE_L2NORM=use_l2norm, PRECISION=prec, EMU=INTERPRET)
     chunk_gated_delta_rule_fwd_prep_kernel[(NT, B * H)](
-        k, v, g, beta, Ai, w, u, T, LOG_C=C.bit_length() - 1, BV=cfg["BV_prep"], **common,
+        k, v, g, beta, Ai, w, u, kt, gl, T, LOG_C=C.bit_length() - 1, BV=cfg["BV_prep"], **common,
         num_warps=cfg["warps_prep"],
     )  # fmt: skip
     chunk_gated_delta_rule_fwd_h_kernel[(triton.cdiv(V, cfg["BV_seq"]), B * H)](
-        k, w, u, g, initial_state, hs, dlt, ht, T, BV=cfg["BV_seq"], USE_H0=initial_state is not None,
+        kt, w, u, gl, initial_state, hs, dlt, ht, T, BV=cfg["BV_seq"], USE_H0=initial_state is not None,
         STORE_HT=output_final_state, **common, num_warps=cfg["warps_seq"], num_stages=cfg["stages_seq"],
     )  # fmt: skip
     chunk_gated_delta_rule_fwd_o_kernel[(triton.cdiv(V, cfg["BV_o"]), NT, B * H)](
         q, k, g, hs, dlt, o, scale, T, BV=cfg["BV_o"], **common, num_warps=cfg["warps_o"],
     )  # fmt: skip
-    return o, ht, Ai, w, hs, dlt
+    return o, ht, (Ai, w, kt, gl, hs, dlt)
 
 
-def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, w, hs, dlt, do, dht, scale, use_h0, use_l2norm, C):
+def chunk_gated_delta_rule_bwd(q, k, v, g, beta, saved, do, dht, scale, use_h0, use_l2norm, C):
     B, T, H, K = q.shape
     V = v.shape[-1]
     NT = triton.cdiv(T, C)
-    cfg = _launch_config(B * H, K, V)
-    _set_tma_allocator()
+    Ai, w, kt, gl, hs, dlt = saved
     dt = w.dtype
+    cfg = _launch_config(B * H, K, V, dt != torch.float32)
+    _set_tma_allocator()
     dev = q.device
     common = dict(
         H=H, K=K, V=V, C=C, BK=cfg["BK"], USE_L2NORM=use_l2norm, PRECISION=_precision(dt), EMU=INTERPRET
     )
     ddl = torch.empty(B, T, H, V, device=dev, dtype=dt)
+    qg = torch.empty(B, T, H, K, device=dev, dtype=dt)
     dd = torch.empty(B, T, H, V, device=dev, dtype=dt)
     dh = torch.empty(B * H, NT, cfg["BK"], V, device=dev, dtype=dt)
     dh0 = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if use_h0 else None
     chunk_gated_delta_rule_bwd_dd_local_kernel[(triton.cdiv(V, cfg["BV_o"]), NT, B * H)](
-        q, k, g, do, ddl, scale, T, BV=cfg["BV_o"], **common, num_warps=cfg["warps_o"],
+        q, k, g, do, ddl, qg, scale, T, BV=cfg["BV_o"], **common, num_warps=cfg["warps_o"],
     )  # fmt: skip
     chunk_gated_delta_rule_bwd_dh_kernel[(triton.cdiv(V, cfg["BV_seq"]), B * H)](
-        q, k, w, g, do, ddl, dht, dh, dd, dh0, scale, T, BV=cfg["BV_seq"], USE_DHT=dht is not None,
+        qg, kt, w, gl, do, ddl, dht, dh, dd, dh0, T, BV=cfg["BV_seq"], USE_DHT=dht is not None,
         STORE_DH0=use_h0, **common, num_warps=cfg["warps_seq"], num_stages=cfg["stages_seq"],
     )  # fmt: skip
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -600,18 +616,18 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, Ai, w, hs, dlt, do, dht, scale,
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, C):
-        o, ht, Ai, w, hs, dlt = chunk_gated_delta_rule_fwd(
+        o, ht, saved = chunk_gated_delta_rule_fwd(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, C
         )
-        ctx.save_for_backward(q, k, v, g, beta, Ai, w, hs, dlt)
+        ctx.save_for_backward(q, k, v, g, beta, *saved)
         ctx.scale, ctx.use_h0, ctx.use_l2norm, ctx.C = scale, initial_state is not None, use_l2norm, C
         return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, beta, Ai, w, hs, dlt = ctx.saved_tensors
+        q, k, v, g, beta, *saved = ctx.saved_tensors
         dq, dk, dv, dg, dbeta, dh0 = chunk_gated_delta_rule_bwd(
-            q, k, v, g, beta, Ai, w, hs, dlt, do.contiguous(), None if dht is None else dht.contiguous(),
+            q, k, v, g, beta, saved, do.contiguous(), None if dht is None else dht.contiguous(),
             ctx.scale, ctx.use_h0, ctx.use_l2norm, ctx.C,
         )  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, dh0, None, None, None
