@@ -1,5 +1,11 @@
+import ast
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+import triton
 
 from kernels.ssd import chunk_ssd, chunk_ssd_torch, naive_recurrent_ssd
 
@@ -216,6 +222,75 @@ def test_bad_inputs_raise_value_error(monkeypatch):
     big = make_inputs(1, 2, 1, 1, 300, 4, device=DEVICE)
     with pytest.raises(ValueError, match="K <= 256|K \\(d_state\\)"):
         chunk_ssd(**big)
+
+
+def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
+    """{kernel: shared memory} of the SSD kernels (all, or those whose names end in one of names)
+    compiled for sm_90 under chunk_ssd's launch configuration (needs triton's ptxas, no GPU, and
+    TRITON_INTERPRET unset)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels.ssd import chunk
+
+    cfg = chunk._launch_config(2, dim_k, dim_v, bf16)
+    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16))
+    full_k = chunk._pow2(dim_k)
+    launches = [
+        (chunk.chunk_ssd_decay_kernel, dict(BT=cfg.BT, NEG=True), chunk.KernelConfig(0, 0, 4, 2)),
+        (chunk.chunk_ssd_fwd_h_kernel, common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True),
+         cfg.h),
+        (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=full_k, BV=cfg.o.BV, HAS_D=True), cfg.o),
+        (chunk.chunk_ssd_bwd_dh_kernel, common | dict(BK=cfg.dh.BK, BV=cfg.dh.BV, USE_DHT=True, USE_H0=True),
+         cfg.dh),
+        (chunk.chunk_ssd_bwd_dx_kernel, common | dict(BK=full_k, BV=cfg.dx.BV, HAS_D=True), cfg.dx),
+        (chunk.chunk_ssd_bwd_dqk_kernel,
+         common | dict(BK=cfg.dqk.BK, BV=cfg.dqk.BV, NV=triton.cdiv(dim_v, cfg.dqk.BV)), cfg.dqk),
+    ]
+    out = {}
+    for fn, consts, kc in launches:
+        if names is not None and not fn.__name__.endswith(tuple(names)):
+            continue
+        signature = {}
+        for p in fn.params:
+            if p.is_constexpr:
+                signature[p.name] = "constexpr"
+            elif p.name in ("T", "NB", "H", "G"):
+                signature[p.name] = "i32"
+            else:
+                fp32 = bf16 is False or p.name in ("A", "D", "gam", "sig", "red", "h0", "ht", "dht", "dh0")
+                signature[p.name] = "*fp32" if fp32 else "*bf16"
+        kernel = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=consts),
+                                target=GPUTarget("cuda", 90, 32),
+                                options=dict(num_warps=kc.num_warps, num_stages=kc.num_stages))
+        out[fn.__name__] = kernel.metadata.shared
+    return out
+
+
+@pytest.mark.slow
+def test_launch_configs_fit_hopper_shared_memory():
+    # The largest tiles of each dtype, compiled for sm_90 in processes without the interpreter, side by
+    # side: every kernel's shared memory within Hopper's 227 KB. bf16 at K = V = 128 all kernels; fp32
+    # the dB/dC kernel at K = V = 128 (its largest tiles) and the all-of-K kernels at K = 256.
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    if not os.path.exists(ptxas):
+        pytest.skip("triton without its bundled ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    procs = {}
+    cases = [(128, 128, False, ("dqk_kernel",)), (256, 96, False, ("o_kernel", "dx_kernel")),
+             (128, 128, True, None)]
+    for dims in cases:
+        code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_ssd; "
+                f"print(test_ssd.shared_memory_bytes(*{dims}))")
+        procs[dims] = subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for dims, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, (dims, err[-2000:])
+        shared = ast.literal_eval(out.strip().splitlines()[-1])
+        assert len(shared) == (6 if dims[3] is None else len(dims[3]))
+        assert all(0 <= v <= 227 * 1024 for v in shared.values()), (dims, shared)
 
 
 @pytest.mark.gpu
