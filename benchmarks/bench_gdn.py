@@ -30,13 +30,15 @@ from kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gat
 # Launch-config variants of ours: chunk size C and overrides of _launch_config. Each kernel's time is
 # read separately from the profile, so one variant tries settings of several kernels at once.
 VARIANTS = [
-    dict(C=64, warps_prep=8, BV_seq=64, BV_o=16, warps_o=4, BV_bwd=16, warps_bwd=4, stages_bwd=2),
-    dict(C=64, warps_prep=4, BV_seq=16, BV_o=64, warps_o=8, BV_bwd=64, warps_bwd=8, stages_bwd=2),
+    dict(C=64, warps_prep=8, BV_seq=64, BV_o=16, warps_o=4, BV_bwd=16, warps_bwd=4, stages_bwd=3),
     dict(
-        C=64, warps_prep=8, BV_seq=16, warps_seq=8, BV_o=16, warps_o=8, BV_bwd=16, warps_bwd=8, stages_bwd=4
+        C=64, warps_prep=2, BV_seq=16, warps_seq=8, BV_o=64, warps_o=8, BV_bwd=64, warps_bwd=8, stages_bwd=2
     ),
     dict(
-        C=64, warps_prep=4, BV_seq=64, stages_seq=2, BV_o=64, warps_o=4, BV_bwd=16, warps_bwd=8, stages_bwd=1
+        C=64, warps_prep=8, BV_seq=16, stages_seq=2, BV_o=16, warps_o=8, BV_bwd=16, warps_bwd=8, stages_bwd=4
+    ),
+    dict(
+        C=64, warps_prep=4, BV_seq=64, warps_seq=8, BV_o=64, warps_o=4, BV_bwd=16, warps_bwd=8, stages_bwd=1
     ),
 ]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
