@@ -490,9 +490,10 @@ def chunk_gated_delta_rule_bwd_kernel(
 
 
 def _width(x: int, half: bool) -> int:
-    """A tile width for descriptors of half-precision tensors: 32 columns (64-byte rows) crashed with an
-    illegal memory access in the kernels' TMA/wgmma code on an H100 with triton 3.6 (16, 64 and 128
-    ran), so 32 becomes 64 there; the descriptors zero-fill and clip the extra columns."""
+    """A tile width for descriptors of half-precision tensors. On an H100 with triton 3.6, bf16 tiles
+    32 columns wide in any kernel, and 16 wide in the key dimension, faulted with illegal memory
+    accesses (64 and 128 ran everywhere, 16 in the value blocks of the sweeps and of the gradient
+    kernel); such widths become 64 there — the descriptors zero-fill and clip the extra columns."""
     return 64 if half and x == 32 else x
 
 
@@ -501,8 +502,8 @@ def _launch_config(BH: int, K: int, V: int, half: bool) -> dict:
     """Block sizes and warps per kernel (read, never mutate). The sequential sweeps are parallel only
     over B·H and V blocks: BV shrinks until the grid covers the GPU's SMs about twice. Measured on an
     H100 (benchmarks/RESULTS.md)."""
-    BK = _width(max(16, triton.next_power_of_2(K)), half)
-    BV_max = min(max(16, triton.next_power_of_2(V)), 64 if BK <= 128 else 32)
+    BK = max(64 if half else 16, triton.next_power_of_2(K))
+    BV_max = max(64 if half else 16, min(triton.next_power_of_2(V), 64 if BK <= 128 else 32))
     BV_seq = BV_max
     while BV_seq > 16 and BH * triton.cdiv(V, BV_seq) < 256:
         BV_seq //= 2
