@@ -13,7 +13,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 groups=(
   "naive or torch_backend or poisoning or bad_arguments or without_states or identical"
   "triton_matches_float64"
-  "l2norm_default or mixed or extreme"
+  "l2norm_default or mixed or extreme or odd or narrow"
   "gpu_bf16"
   "gpu_fp32 or cuda_graph"
 )
