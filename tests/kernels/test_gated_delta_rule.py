@@ -161,16 +161,22 @@ def test_triton_odd_head_dims_are_padded_inside():
     assert_matches(out, ref, torch.float32)
 
 
-def test_triton_bf16_narrow_heads_over_several_chunks():
-    # As a small G layer under autocast hands them over: K = 16, V = 32 in bf16, several chunks
-    # (narrow bf16 tiles faulted on an H100 with triton 3.6; they now run 64 wide).
-    inputs = make_inputs(2, 150, 2, 16, 32, normalize_k=False)
+def assert_bf16_l2norm_run_matches(inputs):
+    """bf16 q, k, v, β (fp32 g and state) with default chunks and in-kernel L2 norm, against the
+    float64 recurrence on the same rounded inputs."""
     dtypes = {n: (torch.float32 if n in ("initial_state", "g") else torch.bfloat16) for n in inputs}
     rounded = {n: x.to(dtypes[n]).double() for n, x in inputs.items()}
     ref = run(naive_recurrent_gated_delta_rule, rounded, use_qk_l2norm_in_kernel=True)
     with poisoned_empty():
         out = run(triton_fn(None, use_qk_l2norm_in_kernel=True), rounded, dtypes=dtypes)
     assert_matches(out, ref, torch.bfloat16)
+
+
+def test_triton_bf16_narrow_heads_over_several_chunks():
+    # As a small G layer under autocast hands them over: K = 16, V = 32 in bf16, several chunks
+    # (narrow bf16 tiles faulted on an H100 with triton 3.6; they now run 64 wide).
+    inputs = make_inputs(2, 150, 2, 16, 32, normalize_k=False)
+    assert_bf16_l2norm_run_matches(inputs)
 
 
 def test_triton_mixed_dtypes_are_cast_inside():
@@ -235,12 +241,7 @@ def test_bad_arguments_raise_value_error():
 @pytest.mark.parametrize("T", [500, 1000])
 def test_gpu_bf16_accuracy_long_sequences(T):
     inputs = make_inputs(2, T, 4, 128, 128, normalize_k=False, decay=0.1)
-    dtypes = {n: (torch.float32 if n in ("initial_state", "g") else torch.bfloat16) for n in inputs}
-    rounded = {n: x.to(dtypes[n]).double() for n, x in inputs.items()}
-    ref = run(naive_recurrent_gated_delta_rule, rounded, use_qk_l2norm_in_kernel=True)
-    with poisoned_empty():
-        out = run(triton_fn(None, use_qk_l2norm_in_kernel=True), rounded, dtypes=dtypes)
-    assert_matches(out, ref, torch.bfloat16)
+    assert_bf16_l2norm_run_matches(inputs)
 
 
 @pytest.mark.gpu
