@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -131,6 +132,43 @@ def floor_us(B, T, H, K, V, backward, bw, rate, C=64):
     return 1e6 * max(flops / rate, nbytes / bw), 1e6 * flops / rate, 1e6 * nbytes / bw
 
 
+def time_variant(i_s, i_v):
+    """fwd+bwd GPU time of ours with VARIANTS[i_v] at SHAPES[i_s], per kernel, and the largest relative
+    difference of o and dq, dk, dv from the default configuration's (a wrong config shows up there)."""
+    inputs = make_inputs(*SHAPES[i_s])
+    over = dict(VARIANTS[i_v])
+    C = over.pop("C")
+    base = gdn_chunk._launch_config
+
+    def cfg(BH, K, V, half):
+        c = dict(base(BH, K, V, half))
+        vmax = max(16, triton.next_power_of_2(V))
+        c.update(
+            {n: gdn_chunk._width(min(x, vmax), half) if n.startswith("BV") else x for n, x in over.items()}
+        )
+        return c
+
+    def outputs(chunk_size):
+        leaves = {n: x.clone().requires_grad_(True) for n, x in inputs.items()}
+        o, _ = chunk_gated_delta_rule(**leaves, use_qk_l2norm_in_kernel=True, chunk_size=chunk_size)
+        o.backward(torch.ones_like(o))
+        return [o.float()] + [leaves[n].grad.float() for n in ("q", "k", "v")]
+
+    reference = outputs(None)
+    gdn_chunk._launch_config = cfg
+    try:
+        diff = max(((a - b).norm() / b.norm()).item() for a, b in zip(outputs(C), reference))
+        gpu, _, per_kernel = profile_gpu(
+            make_call(lambda **kw: chunk_gated_delta_rule(**kw, use_qk_l2norm_in_kernel=True, chunk_size=C),
+                      inputs, True),
+            20,
+        )  # fmt: skip
+    finally:
+        gdn_chunk._launch_config = base
+    short = {n.replace("chunk_gated_delta_rule_", "")[:14]: round(t, 1) for n, t in per_kernel.items()}
+    return dict(gpu_us=round(gpu, 1), rel_diff_vs_default=diff, kernels=short)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
@@ -139,8 +177,12 @@ def main():
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--no-fla", action="store_true")
     ap.add_argument("--warm-only", action="store_true", help="compile and autotune (fills the disk caches)")
+    ap.add_argument("--one-variant", default="", help="SHAPE,VARIANT: time one variant, print one JSON line")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
+    if args.one_variant:
+        print(json.dumps(time_variant(*map(int, args.one_variant.split(",")))), flush=True)
+        return
     fla_gdn = None if args.no_fla else load_fla()
     if args.warm_only:
         for i_s in map(int, args.shapes.split(",")):
@@ -208,43 +250,24 @@ def main():
                 print(json.dumps(row), f"({time.time() - t0:.1f}s)", flush=True)
         del inputs
         torch.cuda.empty_cache()
-    if args.variants:  # launch-config and chunk-size variants of ours, fwd+bwd, per-kernel times
+    if args.variants:  # launch-config variants of ours, fwd+bwd, per-kernel times
         for i_s in map(int, args.variants.split(",")):
-            inputs = make_inputs(*SHAPES[i_s])
-            base = gdn_chunk._launch_config
-            for variant in VARIANTS:
-                over = dict(variant)
-                C = over.pop("C")
-
-                def cfg(BH_, K_, V_, half, over=over, base=base):
-                    c = dict(base(BH_, K_, V_, half))
-                    vmax = max(16, triton.next_power_of_2(V_))
-                    c.update(
-                        {
-                            n: gdn_chunk._width(min(x, vmax), half) if n.startswith("BV") else x
-                            for n, x in over.items()
-                        }
-                    )
-                    return c
-
-                def fn(C=C, **kw):
-                    return chunk_gated_delta_rule(**kw, use_qk_l2norm_in_kernel=True, chunk_size=C)
-
-                gdn_chunk._launch_config = cfg
+            for i_v, variant in enumerate(VARIANTS):
+                # One process per variant: a config that faults poisons its CUDA context, not ours.
                 key = f"{SHAPES[i_s]} fwd+bwd ours {variant}"
+                cmd = [sys.executable, os.path.abspath(__file__), "--one-variant", f"{i_s},{i_v}"]
                 try:
-                    gpu, launches, per_kernel = profile_gpu(make_call(fn, inputs, True), 20)
-                except Exception as e:  # e.g. out of shared memory at this size
-                    print(json.dumps(dict(variant=key, error=str(e)[:200])), flush=True)
+                    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+                except subprocess.TimeoutExpired:
+                    print(json.dumps(dict(variant=key, error="timed out after 180 s")), flush=True)
                     continue
-                finally:
-                    gdn_chunk._launch_config = base
-                breakdown[key] = per_kernel
-                short = {
-                    n.replace("chunk_gated_delta_rule_", "")[:12]: round(t, 1) for n, t in per_kernel.items()
-                }
-                print(json.dumps(dict(variant=key, gpu_us=round(gpu, 1), kernels=short)), flush=True)
-            del inputs
+                try:
+                    res = json.loads(done.stdout.strip().splitlines()[-1])
+                except (json.JSONDecodeError, IndexError):
+                    res = dict(error=" | ".join(done.stderr.strip().splitlines()[-2:])[:300])
+                if "kernels" in res:
+                    breakdown[key] = res["kernels"]
+                print(json.dumps(dict(variant=key) | res), flush=True)
     with open(os.path.join(args.out, "bench_gdn.json"), "w") as f:
         json.dump(dict(info=info, rows=rows, breakdown=breakdown), f, indent=1)
 
