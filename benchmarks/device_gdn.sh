@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/env.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/env.txt"
 groups=(
-  "naive or torch_backend or poisoning or bad_arguments or without_states or identical"
+  "naive or torch_backend or poisoning or bad_arguments or without_states or identical or unaligned"
   "triton_matches_float64"
   "l2norm_default or mixed or extreme or odd or narrow"
   "gpu_bf16"

@@ -214,6 +214,19 @@ def test_triton_identical_calls_are_bitwise_identical():
         assert torch.equal(a[n], b[n]), n
 
 
+def test_triton_unaligned_inputs_give_the_same_result():
+    # Tensor descriptors need 16-byte aligned starts: a view one element into its storage is copied.
+    inputs = {n: x.float().to(DEVICE) for n, x in make_inputs(1, 40, 2, 16, 16).items()}
+    shifted = {}
+    for n, x in inputs.items():
+        buf = torch.empty(x.numel() + 1, dtype=x.dtype, device=DEVICE)
+        shifted[n] = buf[1:].view(x.shape).copy_(x)
+        assert shifted[n].data_ptr() % 16 != 0
+    o, state = chunk_gated_delta_rule(**inputs, output_final_state=True, chunk_size=16)
+    o_s, state_s = chunk_gated_delta_rule(**shifted, output_final_state=True, chunk_size=16)
+    assert torch.equal(o, o_s) and torch.equal(state, state_s)
+
+
 def test_triton_without_states():
     inputs = {n: x.float().to(DEVICE) for n, x in make_inputs(1, 30, 2, 16, 16).items()}
     h0 = inputs.pop("initial_state")
