@@ -80,7 +80,7 @@ def _text_program(task, batch, index) -> str:
     return "".join(task.CHARS[t] for t in _tokens(task, batch, index))
 
 
-@given(seed=seeds, supervision=supervisions, m=st.integers(5, 40), n=st.integers(0, 12), k=st.integers(2, 6))
+@given(seed=seeds, supervision=supervisions, m=st.integers(6, 40), n=st.integers(0, 12), k=st.integers(2, 6))
 def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, supervision, m, n, k):
     task = make_task("state_based_recall_text", supervision=supervision)
     batch = task.sample(seed, 3, m=m, num_swaps=n, num_vars=k)
