@@ -500,8 +500,10 @@ def _width(x: int, half: bool) -> int:
 @functools.cache
 def _launch_config(BH: int, K: int, V: int, half: bool) -> dict:
     """Block sizes and warps per kernel (read, never mutate). The sequential sweeps are parallel only
-    over B·H and V blocks: BV shrinks until the grid covers the GPU's SMs about twice. Measured on an
-    H100 (benchmarks/RESULTS.md)."""
+    over B·H and V blocks: BV shrinks until the grid covers the GPU's SMs about twice. These are the
+    settings of the H100 numbers in benchmarks/RESULTS.md, chosen from ptxas register and spill counts
+    for sm_90 (the gradient kernel: 16-wide V blocks, 8 warps, 3 stages — the only setting without
+    spills at K = 64); per-kernel timing of alternatives is `bench_gdn.py --variants`."""
     BK = max(64 if half else 16, triton.next_power_of_2(K))
     BV_max = max(64 if half else 16, min(triton.next_power_of_2(V), 64 if BK <= 128 else 32))
     BV_seq = BV_max
