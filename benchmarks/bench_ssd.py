@@ -47,14 +47,19 @@ def make(shape, requires_grad, seed=0):
     return ours, fla
 
 
-def gpu_time_and_launches(fn, reps=10):
+def cuda_events(fn, reps):
+    """The device activities (kernels, copies, memsets) of reps calls of fn, after one warm-up call."""
     fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
             fn()
         torch.cuda.synchronize()
-    evs = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def gpu_time_and_launches(fn, reps=10):
+    evs = cuda_events(fn, reps)
     total_us = sum(e.time_range.end - e.time_range.start for e in evs)
     return total_us / reps / 1e3, len(evs) / reps  # ms, launches
 
@@ -186,17 +191,10 @@ def sweep_variants(shape):
 
 
 def kernel_times_us(fn, reps=10):
-    fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
     times = {}
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            name = e.name if e.name.startswith("chunk_ssd") else "torch"
-            times[name] = times.get(name, 0.0) + (e.time_range.end - e.time_range.start) / reps
+    for e in cuda_events(fn, reps):
+        name = e.name if e.name.startswith("chunk_ssd") else "torch"
+        times[name] = times.get(name, 0.0) + (e.time_range.end - e.time_range.start) / reps
     return times
 
 
