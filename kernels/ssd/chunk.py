@@ -9,6 +9,7 @@ gradients (dt, A) and dD per head, `chunk_ssd_bwd_dqk_kernel` dB and dC, owning 
 group so that the group sum happens in registers. The derivation is in README.md.
 """
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ import triton.language as tl
 from kernels.ssd.naive import chunk_ssd_torch
 
 BACKENDS = ("triton", "torch")
+# Up to this many chunks the forward state walk forms the chunk decays itself (no decay kernel)
+WALK_DECAY_MAX_CHUNKS = 16
 
 
 @triton.jit
@@ -71,6 +74,21 @@ def _load_decay(gam, sig, o_g, o_t, BT: tl.constexpr, NEG: tl.constexpr):
 
 
 @triton.jit
+def _chunk_decay(b_dt, b_A, BT: tl.constexpr, NEG: tl.constexpr):
+    """One chunk's Γ and σ [BT] from its dt [BT] (fp32; padded steps have dt = 0, so a = 1)."""
+    b_xa = b_dt * b_A
+    if NEG:
+        b_a = _decay_value(b_xa, NEG)
+        # |a| floored so that a zero decay keeps Γ finite
+        b_g = tl.cumsum(tl.log(tl.maximum(tl.abs(b_a), 1e-30)), 0)
+        b_sig = 1.0 - 2.0 * (tl.cumsum((b_a < 0).to(tl.int32), 0) % 2).to(tl.float32)
+    else:
+        b_g = tl.cumsum(b_xa, 0)
+        b_sig = tl.full([BT], 1.0, tl.float32)
+    return b_g, b_sig
+
+
+@triton.jit
 def chunk_ssd_decay_kernel(
     dt, A, gam, sig,
     T, H,
@@ -83,25 +101,23 @@ def chunk_ssd_decay_kernel(
     o_t = tl.arange(0, BT)
     m_t = (i_t * BT + o_t) < T
     b_dt = tl.load(dt + (i_b.to(tl.int64) * T + i_t * BT + o_t) * H + i_h, mask=m_t, other=0.0)
-    b_xa = b_dt.to(tl.float32) * tl.load(A + i_h).to(tl.float32)
+    b_g, b_sig = _chunk_decay(b_dt.to(tl.float32), tl.load(A + i_h).to(tl.float32), BT, NEG)
     o_g = (i_bh.to(tl.int64) * NT + i_t) * BT + o_t
+    tl.store(gam + o_g, b_g)
     if NEG:
-        b_a = _decay_value(b_xa, NEG)
-        # |a| floored so that a zero decay keeps Γ finite
-        tl.store(gam + o_g, tl.cumsum(tl.log(tl.maximum(tl.abs(b_a), 1e-30)), 0))
-        tl.store(sig + o_g, 1.0 - 2.0 * (tl.cumsum((b_a < 0).to(tl.int32), 0) % 2).to(tl.float32))
-    else:
-        tl.store(gam + o_g, tl.cumsum(b_xa, 0))
+        tl.store(sig + o_g, b_sig)
 
 
 @triton.jit
 def chunk_ssd_fwd_h_kernel(
-    x, dt, B, gam, sig, h0, h, ht,
+    x, dt, A, B, gam, sig, h0, h, ht,
     T, H, G,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     NEG: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, BF16: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, DECAY: tl.constexpr,
 ):
+    """The state walk; with DECAY it also forms each chunk's Γ and σ (the first K/V-block stores them)
+    in place of the decay kernel: one launch less where the walk is short."""
     i_bh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_g = i_h // (H // G)
@@ -116,6 +132,7 @@ def chunk_ssd_fwd_h_kernel(
     m_kv = m_k[:, None] & m_v[None, :]
     o_kv = o_k[:, None] * V + o_v[None, :]
 
+    b_A = tl.load(A + i_h).to(tl.float32)
     b_S = tl.zeros([BK, BV], dtype=tl.float32)  # [BK, BV], the carried state stays fp32
     if USE_H0:
         b_S += tl.load(h0 + o_bh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
@@ -128,7 +145,18 @@ def chunk_ssd_fwd_h_kernel(
         b_bT = tl.load(B + (o_row * G + i_g)[None, :] * K + o_k[:, None],
                        mask=m_k[:, None] & m_t[None, :], other=0.0)  # [BK, BT]
         b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-        b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, (o_bh * NT + i_t) * BT, o_t, BT, NEG)
+        o_g = (o_bh * NT + i_t) * BT
+        if DECAY:
+            b_g, b_sig = _chunk_decay(b_dt, b_A, BT, NEG)
+            # the last element exactly (a sum of it and zeros), as the other kernels load it
+            b_g_end = tl.sum(tl.where(o_t == BT - 1, b_g, 0.0), 0)
+            b_sig_end = tl.sum(tl.where(o_t == BT - 1, b_sig, 0.0), 0)
+            if (i_k == 0) & (i_v == 0):
+                tl.store(gam + o_g + o_t, b_g)
+                if NEG:
+                    tl.store(sig + o_g + o_t, b_sig)
+        else:
+            b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_g, o_t, BT, NEG)
         b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g) * b_dt  # decay to the chunk end, times dt
         b_S = b_sig_end * tl.exp(b_g_end) * b_S
         b_S += tl.dot(_op(b_bT * b_w[None, :], BF16), _op(b_x, BF16), input_precision=PREC)
@@ -143,6 +171,7 @@ def chunk_ssd_fwd_o_kernel(
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     NEG: tl.constexpr, HAS_D: tl.constexpr, BF16: tl.constexpr, PREC: tl.constexpr,
 ):
+    """y of one chunk and V-block; K is walked in blocks of BK (both products reduce over K)."""
     i_tbh, i_v = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
     i_bh, i_t = i_tbh // NT, i_tbh % NT
@@ -150,30 +179,34 @@ def chunk_ssd_fwd_o_kernel(
     i_g = i_h // (H // G)
 
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
+    m_v = o_v < V
     o_row = i_b.to(tl.int64) * T + i_t * BT + o_t
     m_t = (i_t * BT + o_t) < T
     m_tv = m_t[:, None] & m_v[None, :]
-    m_tk = m_t[:, None] & m_k[None, :]
     o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
-    o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
     o_c = i_bh.to(tl.int64) * NT + i_t
 
-    b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
-    b_b = tl.load(B + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
-    b_q = tl.load(C + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
-    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-    b_h = tl.load(h + o_c * K * V + o_k[:, None] * V + o_v[None, :],
-                  mask=m_k[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
+    b_qb = tl.zeros([BT, BT], dtype=tl.float32)  # C_i·B_j
+    b_qh = tl.zeros([BT, BV], dtype=tl.float32)  # C_i through the chunk-start state
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
+        b_b = tl.load(B + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
+        b_q = tl.load(C + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
+        b_h = tl.load(h + o_c * K * V + o_k[:, None] * V + o_v[None, :],
+                      mask=m_k[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
+        b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
+        b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
 
+    b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
+    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
     b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
     b_M = tl.where(o_t[:, None] >= o_t[None, :], tl.exp(b_g[:, None] - b_g[None, :]), 0.0)
     b_M *= b_sig[:, None] * (b_sig * b_dt)[None, :]  # decay j → i times dt_j
-    b_s = tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC) * b_M  # [BT, BT]
-    b_y = (b_sig * tl.exp(b_g))[:, None] * tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
-    b_y += tl.dot(_op(b_s, BF16), _op(b_x, BF16), input_precision=PREC)
+    b_y = (b_sig * tl.exp(b_g))[:, None] * b_qh
+    b_y += tl.dot(_op(b_qb * b_M, BF16), _op(b_x, BF16), input_precision=PREC)
     if HAS_D:
         b_y += tl.load(D + i_h).to(tl.float32) * b_x.to(tl.float32)
     tl.store(y + o_x, b_y.to(y.dtype.element_ty), mask=m_tv)
@@ -230,7 +263,8 @@ def chunk_ssd_bwd_dx_kernel(
     NEG: tl.constexpr, HAS_D: tl.constexpr, BF16: tl.constexpr, PREC: tl.constexpr,
 ):
     """For one chunk, head and V-block: dx, this V-block's share of d dt, and the chunk's partial
-    sums for dA and dD (red is [1 + HAS_D, NV, B, NT, H])."""
+    sums for dA and dD (red is [1 + HAS_D, H, NV, B, NT]). Every product with B, C, h or dS reduces
+    over K, so K is walked in blocks of BK."""
     i_tbh, i_v = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
     NV = tl.num_programs(1)
@@ -239,39 +273,46 @@ def chunk_ssd_bwd_dx_kernel(
     i_g = i_h // (H // G)
 
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
+    m_v = o_v < V
     m_causal = o_t[:, None] >= o_t[None, :]
     o_row = i_b.to(tl.int64) * T + i_t * BT + o_t
     m_t = (i_t * BT + o_t) < T
     m_tv = m_t[:, None] & m_v[None, :]
-    m_tk = m_t[:, None] & m_k[None, :]
-    m_kv = m_k[:, None] & m_v[None, :]
     o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
-    o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
     o_c = i_bh.to(tl.int64) * NT + i_t
-    o_h = o_c * K * V + o_k[:, None] * V + o_v[None, :]
 
-    b_A = tl.load(A + i_h).to(tl.float32)
     b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
     b_do = tl.load(dy + o_x, mask=m_tv, other=0.0)  # [BT, BV]
-    b_b = tl.load(B + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
-    b_q = tl.load(C + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
-    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-    b_h = tl.load(h + o_h, mask=m_kv, other=0.0)  # chunk-start state, [BK, BV]
-    b_dS = tl.load(dh + o_h, mask=m_kv, other=0.0)  # gradient of the chunk-end state, [BK, BV]
+    b_qb = tl.zeros([BT, BT], dtype=tl.float32)  # C_i·B_j
+    b_bdS = tl.zeros([BT, BV], dtype=tl.float32)  # dSᵀB_j, dS the gradient of the chunk-end state
+    b_qh = tl.zeros([BT, BV], dtype=tl.float32)  # S₀ᵀC_i, S₀ the chunk-start state
+    b_hds = tl.zeros([BV], dtype=tl.float32)  # ⟨S₀, dS⟩ per column
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        m_tk = m_t[:, None] & m_k[None, :]
+        m_kv = m_k[:, None] & m_v[None, :]
+        o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
+        o_h = o_c * K * V + o_k[:, None] * V + o_v[None, :]
+        b_b = tl.load(B + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
+        b_q = tl.load(C + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
+        b_h = tl.load(h + o_h, mask=m_kv, other=0.0)  # [BK, BV]
+        b_dS = tl.load(dh + o_h, mask=m_kv, other=0.0)  # [BK, BV]
+        b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
+        b_bdS += tl.dot(_op(b_b, BF16), _op(b_dS, BF16), input_precision=PREC)
+        b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
+        b_hds += tl.sum(b_h.to(tl.float32) * b_dS.to(tl.float32), 0)
 
+    b_A = tl.load(A + i_h).to(tl.float32)
+    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
     b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
     b_lam = b_sig * tl.exp(b_g)  # decay from the chunk start
     b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g)  # decay to the chunk end
-    # written in the order that ends each tile's life soonest: 4 warps hold every [BT, BT] fp32 tile
-    # in 32 registers a thread
     b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * (b_sig[:, None] * b_sig[None, :])
-    b_qbM = tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC) * b_M  # [BT, BT] (i, j)
+    b_qbM = b_qb * b_M  # [BT, BT] (i, j)
     b_s = _op(b_qbM * b_dt[None, :], BF16)  # (C_i·k_j) M_ij
     b_dx = tl.dot(tl.trans(b_s), _op(b_do, BF16), input_precision=PREC)
-    b_bdS = tl.dot(_op(b_b, BF16), _op(b_dS, BF16), input_precision=PREC)  # [BT, BV]
     b_dx += (b_w * b_dt)[:, None] * b_bdS
     if HAS_D:
         b_dx += tl.load(D + i_h).to(tl.float32) * b_do.to(tl.float32)
@@ -286,86 +327,114 @@ def chunk_ssd_bwd_dx_kernel(
     b_ddt = tl.sum(b_u, 0) + b_w * b_xbdS
     b_r = b_u * b_dt[None, :]
     b_dl = tl.sum(tl.where(m_causal, tl.cumsum(b_r, 1) - b_r, 0.0), 0)  # Σ_{i ≥ t > j} r_ij
-    b_qh = tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)  # [BT, BV]
     b_alpha = b_lam * tl.sum(b_do.to(tl.float32) * b_qh, 1)  # through S_start
     b_dl += tl.cumsum(b_alpha, 0, reverse=True)  # summed over i ≥ t
     b_beta = b_w * b_dt * b_xbdS  # into S_end, summed over j < t
     b_dl += tl.sum(tl.where(o_t[:, None] < o_t[None, :], b_beta[:, None], 0.0), 0)
-    b_hds = tl.sum(tl.sum(b_h.to(tl.float32) * b_dS.to(tl.float32), 1), 0)
-    b_dl += b_sig_end * tl.exp(b_g_end) * b_hds
+    b_dl += b_sig_end * tl.exp(b_g_end) * tl.sum(b_hds, 0)
     b_dxa = b_dl * _dlog_a(b_dt, b_A, NEG)  # d/d(dt·A)
     b_ddt += b_A * b_dxa
     tl.store(ddt + i_v * NB * T * H + o_row * H + i_h, b_ddt.to(ddt.dtype.element_ty), mask=m_t)
-    o_red = (i_v * NB + i_b).to(tl.int64) * NT * H + i_t * H + i_h
+    # each head's partials contiguous, for the reduction at the end of the dB/dC kernel
+    o_red = ((i_h * NV + i_v) * NB + i_b).to(tl.int64) * NT + i_t
     tl.store(red + o_red, tl.sum(b_dxa * b_dt, 0))
     if HAS_D:
         b_xdy = tl.sum(tl.sum(b_x.to(tl.float32) * b_do.to(tl.float32), 1), 0)
-        tl.store(red + NV * NB * NT * H + o_red, b_xdy)
+        tl.store(red + H * NV * NB * NT + o_red, b_xdy)
+
+
+@triton.jit
+def _sum_decay_partials(red, dA, dD, H, L, HAS_D: tl.constexpr, RB: tl.constexpr):
+    """dA (and dD) per head: the sums of the dx kernel's L per-chunk partials, in a fixed order."""
+    o_r = tl.arange(0, RB)
+    for i_s in range((1 + HAS_D) * H):
+        b_acc = tl.zeros([RB], dtype=tl.float32)
+        for i_r in range(0, L, RB):
+            b_acc += tl.load(red + i_s * L + i_r + o_r, mask=i_r + o_r < L, other=0.0)
+        if i_s < H:
+            tl.store(dA + i_s, tl.sum(b_acc, 0).to(dA.dtype.element_ty))
+        else:
+            tl.store(dD + i_s - H, tl.sum(b_acc, 0).to(dD.dtype.element_ty))
 
 
 @triton.jit
 def chunk_ssd_bwd_dqk_kernel(
-    x, dt, B, C, gam, sig, h, dh, dy, dB, dC,
-    T, H, G,
+    x, dt, B, C, gam, sig, h, dh, dy, dB, dC, ddt_part, ddt, red, dA, dD,
+    T, NB, H, G,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NV: tl.constexpr, NEG: tl.constexpr, BF16: tl.constexpr, PREC: tl.constexpr,
+    NV: tl.constexpr, NVX: tl.constexpr, NEG: tl.constexpr, HAS_D: tl.constexpr, BF16: tl.constexpr,
+    PREC: tl.constexpr, RB: tl.constexpr,
 ):
-    """dB and dC of one chunk, one K-block and one B/C group, its heads summed here."""
+    """dB and dC of one chunk, one K-block and one B/C group, its heads summed here. The launch runs
+    after the dx kernel, so it also finishes that kernel's reductions: the first K-block sums the
+    NVX V-block shares of d dt (when NVX > 1), and one extra program sums dA and dD; no torch ops
+    follow the backward kernels."""
     i_tbg, i_k = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
-    i_bg, i_t = i_tbg // NT, i_tbg % NT
-    i_b, i_g = i_bg // G, i_bg % G
-    HPG = H // G
+    if i_tbg == NT * NB * G:
+        if i_k == 0:
+            _sum_decay_partials(red, dA, dD, H, NVX * NB * NT, HAS_D, RB)
+    else:
+        i_bg, i_t = i_tbg // NT, i_tbg % NT
+        i_b, i_g = i_bg // G, i_bg % G
+        HPG = H // G
 
-    o_t = tl.arange(0, BT)
-    o_k = i_k * BK + tl.arange(0, BK)
-    m_k = o_k < K
-    m_causal = o_t[:, None] >= o_t[None, :]
-    o_row = i_b.to(tl.int64) * T + i_t * BT + o_t
-    m_t = (i_t * BT + o_t) < T
-    m_tk = m_t[:, None] & m_k[None, :]
-    o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
+        o_t = tl.arange(0, BT)
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        m_causal = o_t[:, None] >= o_t[None, :]
+        o_row = i_b.to(tl.int64) * T + i_t * BT + o_t
+        m_t = (i_t * BT + o_t) < T
+        m_tk = m_t[:, None] & m_k[None, :]
+        o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
 
-    b_b = tl.load(B + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
-    b_q = tl.load(C + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
-    b_dB = tl.zeros([BT, BK], dtype=tl.float32)
-    b_dC = tl.zeros([BT, BK], dtype=tl.float32)
-    for i_j in range(HPG):
-        i_h = i_g * HPG + i_j
-        o_c = (i_b * H + i_h).to(tl.int64) * NT + i_t
-        b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-        b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
-        b_dp = tl.zeros([BT, BT], dtype=tl.float32)  # dy_i·x_j
-        b_dqs = tl.zeros([BT, BK], dtype=tl.float32)  # dy_i through the chunk-start state
-        b_dks = tl.zeros([BT, BK], dtype=tl.float32)  # x_j into the chunk-end state
-        for i_v in tl.static_range(NV):
-            o_v = i_v * BV + tl.arange(0, BV)
-            m_v = o_v < V
-            o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
-            m_kv = m_k[:, None] & m_v[None, :]
-            b_x = tl.load(x + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
-            b_do = tl.load(dy + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
-            o_kv = o_c * K * V + o_k[:, None] * V + o_v[None, :]
-            b_h = tl.load(h + o_kv, mask=m_kv, other=0.0)  # chunk-start state, [BK, BV]
-            b_dS = tl.load(dh + o_kv, mask=m_kv, other=0.0)  # gradient of the chunk-end state
-            b_dp += tl.dot(_op(b_do, BF16), tl.trans(_op(b_x, BF16)), input_precision=PREC)
-            b_dqs += tl.dot(_op(b_do, BF16), tl.trans(_op(b_h, BF16)), input_precision=PREC)
-            b_dks += tl.dot(_op(b_x, BF16), tl.trans(_op(b_dS, BF16)), input_precision=PREC)
-        b_lam = b_sig * tl.exp(b_g)  # decay from the chunk start
-        b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g)  # decay to the chunk end
-        b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * (b_sig[:, None] * b_sig[None, :])
-        b_ds = b_dp * b_M  # [BT, BT] (i, j)
-        b_dC += b_lam[:, None] * b_dqs
-        b_dC += tl.dot(_op(b_ds * b_dt[None, :], BF16), _op(b_b, BF16), input_precision=PREC)
-        b_dk = tl.dot(tl.trans(_op(b_ds, BF16)), _op(b_q, BF16), input_precision=PREC)  # d k_j
-        b_dB += b_dt[:, None] * (b_dk + b_w[:, None] * b_dks)
-    tl.store(dB + o_bc, b_dB.to(dB.dtype.element_ty), mask=m_tk)
-    tl.store(dC + o_bc, b_dC.to(dC.dtype.element_ty), mask=m_tk)
+        b_b = tl.load(B + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
+        b_q = tl.load(C + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
+        b_dB = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dC = tl.zeros([BT, BK], dtype=tl.float32)
+        for i_j in range(HPG):
+            i_h = i_g * HPG + i_j
+            o_c = (i_b * H + i_h).to(tl.int64) * NT + i_t
+            if NVX > 1:
+                if i_k == 0:
+                    b_ddt = tl.zeros([BT], dtype=tl.float32)
+                    for i_s in tl.static_range(NVX):
+                        b_ddt += tl.load(ddt_part + i_s * NB * T * H + o_row * H + i_h, mask=m_t, other=0.0)
+                    tl.store(ddt + o_row * H + i_h, b_ddt.to(ddt.dtype.element_ty), mask=m_t)
+            b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+            b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
+            b_dp = tl.zeros([BT, BT], dtype=tl.float32)  # dy_i·x_j
+            b_dqs = tl.zeros([BT, BK], dtype=tl.float32)  # dy_i through the chunk-start state
+            b_dks = tl.zeros([BT, BK], dtype=tl.float32)  # x_j into the chunk-end state
+            for i_v in tl.static_range(NV):
+                o_v = i_v * BV + tl.arange(0, BV)
+                m_v = o_v < V
+                o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
+                m_kv = m_k[:, None] & m_v[None, :]
+                b_x = tl.load(x + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
+                b_do = tl.load(dy + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
+                o_kv = o_c * K * V + o_k[:, None] * V + o_v[None, :]
+                b_h = tl.load(h + o_kv, mask=m_kv, other=0.0)  # chunk-start state, [BK, BV]
+                b_dS = tl.load(dh + o_kv, mask=m_kv, other=0.0)  # gradient of the chunk-end state
+                b_dp += tl.dot(_op(b_do, BF16), tl.trans(_op(b_x, BF16)), input_precision=PREC)
+                b_dqs += tl.dot(_op(b_do, BF16), tl.trans(_op(b_h, BF16)), input_precision=PREC)
+                b_dks += tl.dot(_op(b_x, BF16), tl.trans(_op(b_dS, BF16)), input_precision=PREC)
+            b_lam = b_sig * tl.exp(b_g)  # decay from the chunk start
+            b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g)  # decay to the chunk end
+            b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * \
+                (b_sig[:, None] * b_sig[None, :])
+            b_ds = b_dp * b_M  # [BT, BT] (i, j)
+            b_dC += b_lam[:, None] * b_dqs
+            b_dC += tl.dot(_op(b_ds * b_dt[None, :], BF16), _op(b_b, BF16), input_precision=PREC)
+            b_dk = tl.dot(tl.trans(_op(b_ds, BF16)), _op(b_q, BF16), input_precision=PREC)  # d k_j
+            b_dB += b_dt[:, None] * (b_dk + b_w[:, None] * b_dks)
+        tl.store(dB + o_bc, b_dB.to(dB.dtype.element_ty), mask=m_tk)
+        tl.store(dC + o_bc, b_dC.to(dC.dtype.element_ty), mask=m_tk)
 
 
 @dataclass(frozen=True)
 class KernelConfig:
-    BK: int  # K-block (the chunk-parallel o / dx kernels hold all of K and ignore it)
+    BK: int  # K-block (a program's share of K, or the step of the o / dx kernels' walk over K)
     BV: int
     num_warps: int
     num_stages: int
@@ -385,6 +454,7 @@ def _pow2(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+@functools.lru_cache(maxsize=256)
 def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfig:
     """Tiles, warps and pipeline stages per kernel, measured on an H100 (triton 3.6, bf16, 2026-11-27:
     `bench_ssd.py --sweep`, GPU µs per kernel at the four benchmark shapes; results in RESULTS.md).
@@ -409,8 +479,8 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     else:
         h = KernelConfig(min(32, SK), min(32, SV), 4, 3)
         dh = KernelConfig(SK, min(32, SV), 4, 3)
-    # all of K in one tile: past K = 128 (BT = 32) 8 warps keep the [K, BV] operands out of local memory
-    par = KernelConfig(BK, min(64, BV), 4 if BK <= 128 else 8, 2)
+    # K walked in blocks of 64; past K = 128 (BT = 32) 8 warps
+    par = KernelConfig(min(64, BK), min(64, BV), 4 if BK <= 128 else 8, 2)
     if not bf16:  # fp32 tiles: 2 stages would need 193-322 KB of shared memory at K = V = 128
         dqk = KernelConfig(min(64, BK), min(64, BV), 8, 1)
     elif BK > 64 or BV > 64:
@@ -446,7 +516,10 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
     dev, f32 = x.device, torch.float32
     gam = torch.empty(n_batch, num_heads, NT * cfg.BT, device=dev, dtype=f32)  # Γ per chunk
     sig = torch.empty_like(gam) if allow_neg_eigval else gam  # σ per chunk
-    chunk_ssd_decay_kernel[(NT, n_bh)](dt, A, gam, sig, seq_len, num_heads, BT=cfg.BT, NEG=allow_neg_eigval)
+    decay_in_walk = NT <= WALK_DECAY_MAX_CHUNKS
+    if not decay_in_walk:
+        chunk_ssd_decay_kernel[(NT, n_bh)](dt, A, gam, sig, seq_len, num_heads, BT=cfg.BT,
+                                           NEG=allow_neg_eigval)
     y = torch.empty(x.shape, device=dev, dtype=x.dtype)
     ht = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) if output_final_state else None
     # chunk-start states in the operand dtype: the carried state itself stays fp32 in registers
@@ -454,16 +527,15 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
                     dtype=torch.bfloat16 if common["BF16"] else f32)
     c = cfg.h
     chunk_ssd_fwd_h_kernel[(n_bh, triton.cdiv(dim_k, c.BK), triton.cdiv(dim_v, c.BV))](
-        x, dt, B, gam, sig, x if initial_state is None else initial_state, h, x if ht is None else ht,
+        x, dt, A, B, gam, sig, x if initial_state is None else initial_state, h, x if ht is None else ht,
         seq_len, num_heads, n_groups, BK=c.BK, BV=c.BV,
-        USE_H0=initial_state is not None, STORE_FINAL=output_final_state,
+        USE_H0=initial_state is not None, STORE_FINAL=output_final_state, DECAY=decay_in_walk,
         num_warps=c.num_warps, num_stages=c.num_stages, **common,
     )
     c = cfg.o
     chunk_ssd_fwd_o_kernel[(NT * n_bh, triton.cdiv(dim_v, c.BV))](
         x, dt, B, C, x if D is None else D, gam, sig, h, y, seq_len, num_heads, n_groups,
-        BK=_pow2(dim_k), BV=c.BV, HAS_D=D is not None, num_warps=c.num_warps, num_stages=c.num_stages,
-        **common,
+        BK=c.BK, BV=c.BV, HAS_D=D is not None, num_warps=c.num_warps, num_stages=c.num_stages, **common,
     )
     return y, ht, h, gam, sig
 
@@ -485,30 +557,28 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
         num_warps=c.num_warps, num_stages=c.num_stages, **common,
     )
     c = cfg.dx
-    NV = triton.cdiv(dim_v, c.BV)
+    NVX = triton.cdiv(dim_v, c.BV)
     dx = torch.empty(x.shape, device=dev, dtype=x.dtype)
-    # d dt straight in its dtype with one V-block, else fp32 V-block shares summed below
-    ddt = torch.empty(dt.shape, device=dev, dtype=dt.dtype) if NV == 1 else \
-        torch.empty(NV, *dt.shape, device=dev, dtype=f32)
-    red = torch.empty(1 + (D is not None), NV, n_batch, NT, num_heads, device=dev, dtype=f32)  # dA, dD
-    chunk_ssd_bwd_dx_kernel[(NT * n_bh, NV)](
-        x, dt, A, B, C, x if D is None else D, gam, sig, h, dh, dy, dx, ddt, red,
-        seq_len, n_batch, num_heads, n_groups, BK=_pow2(dim_k), BV=c.BV, HAS_D=D is not None,
+    ddt = torch.empty(dt.shape, device=dev, dtype=dt.dtype)
+    # with several V-blocks their fp32 shares of d dt, summed by the dB/dC kernel
+    ddt_part = torch.empty(NVX, *dt.shape, device=dev, dtype=f32) if NVX > 1 else ddt
+    red = torch.empty(1 + (D is not None), num_heads, NVX, n_batch, NT, device=dev, dtype=f32)  # dA, dD
+    chunk_ssd_bwd_dx_kernel[(NT * n_bh, NVX)](
+        x, dt, A, B, C, x if D is None else D, gam, sig, h, dh, dy, dx, ddt_part, red,
+        seq_len, n_batch, num_heads, n_groups, BK=c.BK, BV=c.BV, HAS_D=D is not None,
         num_warps=c.num_warps, num_stages=c.num_stages, **common,
     )
     c = cfg.dqk
     dB = torch.empty(B.shape, device=dev, dtype=B.dtype)
     dC = torch.empty(C.shape, device=dev, dtype=C.dtype)
-    chunk_ssd_bwd_dqk_kernel[(NT * n_batch * n_groups, triton.cdiv(dim_k, c.BK))](
-        x, dt, B, C, gam, sig, h, dh, dy, dB, dC, seq_len, num_heads, n_groups,
-        BK=c.BK, BV=c.BV, NV=triton.cdiv(dim_v, c.BV), num_warps=c.num_warps, num_stages=c.num_stages,
-        **common,
+    dA = torch.empty(A.shape, device=dev, dtype=A.dtype)
+    dD = torch.empty(D.shape, device=dev, dtype=D.dtype) if D is not None else None
+    # one program past the chunks' sums dA and dD
+    chunk_ssd_bwd_dqk_kernel[(NT * n_batch * n_groups + 1, triton.cdiv(dim_k, c.BK))](
+        x, dt, B, C, gam, sig, h, dh, dy, dB, dC, ddt_part, ddt, red, dA, dA if dD is None else dD,
+        seq_len, n_batch, num_heads, n_groups, BK=c.BK, BV=c.BV, NV=triton.cdiv(dim_v, c.BV), NVX=NVX,
+        HAS_D=D is not None, RB=512, num_warps=c.num_warps, num_stages=c.num_stages, **common,
     )
-    sums = red.sum((1, 2, 3))  # [1 (+ 1), H]
-    dA = sums[0].to(A.dtype)
-    dD = sums[1].to(D.dtype) if D is not None else None
-    if NV > 1:
-        ddt = ddt.sum(0).to(dt.dtype)
     dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
     return dx, ddt, dA, dB, dC, dD, dh0
 

@@ -113,15 +113,18 @@ def test_triton_matches_recurrence_fp32(shape, neg, poisoned):
     assert_all_close(got, reference(inputs, neg, torch.float32), tol=1e-4)
 
 
-@pytest.mark.parametrize("neg", [False, True])
-def test_triton_split_tiles_match_recurrence(neg, poisoned, monkeypatch):
-    # Every kernel split into several K- and V-blocks (the dB/dC kernel then sums d dt and dA over
-    # K-blocks), as the launch configuration does at large K and V on a GPU.
+@pytest.mark.parametrize(("neg", "decay_in_walk"), [(False, True), (True, True), (True, False)],
+                         ids=["walk_decay", "walk_decay_neg", "decay_kernel_neg"])
+def test_triton_split_tiles_match_recurrence(neg, decay_in_walk, poisoned, monkeypatch):
+    # Every kernel split into several K- and V-blocks (the o and dx kernels walk K in three blocks,
+    # the dB/dC kernel sums the dx kernel's V-block shares of d dt), as the launch configuration does
+    # at large K and V on a GPU; chunk decays formed by the forward walk or by their own kernel.
     from kernels.ssd import chunk
 
     small = chunk.KernelConfig(BK=16, BV=16, num_warps=4, num_stages=2)
     cfg = chunk.LaunchConfig(BT=32, h=small, o=small, dh=small, dx=small, dqk=small)
     monkeypatch.setattr(chunk, "_launch_config", lambda *args: cfg)
+    monkeypatch.setattr(chunk, "WALK_DECAY_MAX_CHUNKS", 16 if decay_in_walk else 0)
     inputs = make_inputs(2, 75, 4, 2, 40, 36, dtype=torch.float32, device=DEVICE, seed=5)
     assert_all_close(run(triton_backend, inputs, neg, torch.float32),
                      reference(inputs, neg, torch.float32), tol=1e-4)
@@ -236,17 +239,18 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
 
     cfg = chunk._launch_config(2, dim_k, dim_v, bf16)
     common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16))
-    full_k = chunk._pow2(dim_k)
+    n_v = triton.cdiv(dim_v, cfg.dx.BV)
     launches = [
         (chunk.chunk_ssd_decay_kernel, dict(BT=cfg.BT, NEG=True), chunk.KernelConfig(0, 0, 4, 2)),
-        (chunk.chunk_ssd_fwd_h_kernel, common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True),
-         cfg.h),
-        (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=full_k, BV=cfg.o.BV, HAS_D=True), cfg.o),
+        (chunk.chunk_ssd_fwd_h_kernel,
+         common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True, DECAY=True), cfg.h),
+        (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True), cfg.o),
         (chunk.chunk_ssd_bwd_dh_kernel, common | dict(BK=cfg.dh.BK, BV=cfg.dh.BV, USE_DHT=True, USE_H0=True),
          cfg.dh),
-        (chunk.chunk_ssd_bwd_dx_kernel, common | dict(BK=full_k, BV=cfg.dx.BV, HAS_D=True), cfg.dx),
+        (chunk.chunk_ssd_bwd_dx_kernel, common | dict(BK=cfg.dx.BK, BV=cfg.dx.BV, HAS_D=True), cfg.dx),
         (chunk.chunk_ssd_bwd_dqk_kernel,
-         common | dict(BK=cfg.dqk.BK, BV=cfg.dqk.BV, NV=triton.cdiv(dim_v, cfg.dqk.BV)), cfg.dqk),
+         common | dict(BK=cfg.dqk.BK, BV=cfg.dqk.BV, NV=triton.cdiv(dim_v, cfg.dqk.BV), NVX=n_v, HAS_D=True,
+                       RB=512), cfg.dqk),
     ]
     out = {}
     for fn, consts, kc in launches:
@@ -259,7 +263,8 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
             elif p.name in ("T", "NB", "H", "G"):
                 signature[p.name] = "i32"
             else:
-                fp32 = bf16 is False or p.name in ("A", "D", "gam", "sig", "red", "h0", "ht", "dht", "dh0")
+                fp32 = bf16 is False or p.name in ("A", "D", "gam", "sig", "red", "h0", "ht", "dht", "dh0",
+                                               "ddt_part", "dA", "dD")
                 signature[p.name] = "*fp32" if fp32 else "*bf16"
         kernel = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=consts),
                                 target=GPUTarget("cuda", 90, 32),
