@@ -31,16 +31,11 @@ from kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gat
 # Launch-config variants of ours: chunk size C and overrides of _launch_config. Each kernel's time is
 # read separately from the profile, so one variant tries settings of several kernels at once.
 VARIANTS = [
-    dict(C=64, warps_prep=8, BV_seq=64, BV_o=16, warps_o=4, BV_bwd=16, warps_bwd=4, stages_bwd=3),
-    dict(
-        C=64, warps_prep=2, BV_seq=16, warps_seq=8, BV_o=64, warps_o=8, BV_bwd=64, warps_bwd=8, stages_bwd=2
-    ),
-    dict(
-        C=64, warps_prep=8, BV_seq=16, stages_seq=2, BV_o=16, warps_o=8, BV_bwd=16, warps_bwd=8, stages_bwd=4
-    ),
-    dict(
-        C=64, warps_prep=4, BV_seq=64, warps_seq=8, BV_o=64, warps_o=4, BV_bwd=16, warps_bwd=8, stages_bwd=1
-    ),
+    dict(C=64, BV_bwd=32, stages_bwd=2),
+    dict(C=64, BV_bwd=32),
+    dict(C=64, warps_wy=4, warps_qk=8, stages_bwd=2),
+    dict(C=64, wide=False),  # narrow half-precision tiles (K = 32 stays 32 wide)
+    dict(C=64, warps_prep=8, warps_o=8, BV_o=32, stages_seq=2),
 ]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 
@@ -139,14 +134,10 @@ def time_variant(i_s, i_v):
     over = dict(VARIANTS[i_v])
     C = over.pop("C")
     base = gdn_chunk._launch_config
+    wide = over.pop("wide", True)
 
     def cfg(BH, K, V, half):
-        c = dict(base(BH, K, V, half))
-        vmax = max(16, triton.next_power_of_2(V))
-        c.update(
-            {n: gdn_chunk._width(min(x, vmax), half) if n.startswith("BV") else x for n, x in over.items()}
-        )
-        return c
+        return base.__wrapped__(BH, K, V, half, wide) | over
 
     def outputs(chunk_size):
         leaves = {n: x.clone().requires_grad_(True) for n, x in inputs.items()}
