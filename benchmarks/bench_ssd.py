@@ -11,6 +11,7 @@ call at each shape, which takes about a minute per shape; --impls leaves impleme
 """
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -190,6 +191,128 @@ def sweep_variants(shape):
     return out
 
 
+def tail_variants(shape):
+    """Configurations around the default at one shape for the forward walk, the output kernel and the
+    dx kernel (K-block of the o / dx walk over K, tiles and warps), and the decay kernel against the
+    walk forming the decays; each is (label, LaunchConfig, WALK_DECAY_MAX_CHUNKS)."""
+    n_batch, seq_len, num_heads, dim_v, dim_k = shape
+    base = chunk._launch_config(n_batch * num_heads, dim_k, dim_v, True)
+    kc, rep = chunk.KernelConfig, dataclasses.replace
+    BK = max(16, triton.next_power_of_2(dim_k))
+    out = [("default", base, chunk.WALK_DECAY_MAX_CHUNKS), ("decay kernel", base, 0),
+           ("decay in walk", base, 1 << 20),
+           ("o/dx all of K", rep(base, o=rep(base.o, BK=BK), dx=rep(base.dx, BK=BK)), None),
+           ("o/dx 3 stages", rep(base, o=rep(base.o, num_stages=3), dx=rep(base.dx, num_stages=3)), None),
+           ("o/dx 8 warps", rep(base, o=rep(base.o, num_warps=8), dx=rep(base.dx, num_warps=8)), None),
+           ("o/dx BK 32", rep(base, o=rep(base.o, BK=min(32, BK)), dx=rep(base.dx, BK=min(32, BK))), None),
+           ("o BV 128 8w", rep(base, o=kc(base.o.BK, min(128, base.o.BV * 2), 8, 2)), None)]
+    for h in [(32, 32, 2, 3), (16, 32, 4, 3), (32, 16, 4, 3), (32, 32, 4, 4), (64, 32, 4, 3)]:
+        out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), *h[1:])), None))
+    return out
+
+
+def main_tail(args):
+    """GPU µs per kernel (forward + backward) under tail_variants, at the shapes of --shapes."""
+    real_cfg, real_walk = chunk._launch_config, chunk.WALK_DECAY_MAX_CHUNKS
+    for i in args.shapes.split(","):
+        shape = SHAPES[int(i)]
+        fns = callables(shape)
+        for label, cfg, walk in tail_variants(shape):
+            chunk._launch_config = lambda *a, c=cfg: c
+            chunk.WALK_DECAY_MAX_CHUNKS = real_walk if walk is None else walk
+            try:
+                times = kernel_times_us(fns["ours"][1]) if not args.compile_only else fns["ours"][1]()
+                fwd = gpu_time_and_launches(fns["ours"][0])[0] * 1e3 if not args.compile_only else 0.0
+            except Exception as err:  # a configuration past the shared-memory limit fails to compile
+                times, fwd = {"error": str(err)[:120]}, float("nan")
+            finally:
+                chunk._launch_config, chunk.WALK_DECAY_MAX_CHUNKS = real_cfg, real_walk
+            if args.compile_only:
+                continue
+            cells = " ".join(f"{k.replace('chunk_ssd_', '').replace('_kernel', '')} {v:6.1f}"
+                             for k, v in sorted(times.items()) if not isinstance(v, str))
+            total = sum(v for v in times.values() if not isinstance(v, str))
+            print(f"{str(shape):26} {label:16} fwd {fwd:6.1f} fwd+bwd {total:7.1f} | {cells} "
+                  f"{times.get('error', '')}", flush=True)
+        del fns
+
+
+def host_us(fn, n=200):
+    """Host time per call: n calls enqueued back to back, timed before the final synchronize."""
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / n * 1e6
+
+
+def main_host(args):
+    """Where the host time of a small call goes (shape 0): ours and fla through autograd, our two host
+    functions called directly (no autograd), a trivial autograd.Function (the engine alone), a bare
+    launch of one of our kernels, and a cProfile of the direct path."""
+    import cProfile
+    import pstats
+
+    shape = SHAPES[0]
+    fns = callables(shape)
+    ours, _ = make(shape, requires_grad=False)
+    x, dt, A, B, C, D = (ours[k] for k in ("x", "dt", "A", "B", "C", "D"))
+    dy = torch.randn_like(x)
+
+    def direct():
+        _, _, h, gam, sig = chunk.chunk_ssd_fwd(x, dt, A, B, C, D, None, False, False)
+        return chunk.chunk_ssd_bwd(x, dt, A, B, C, D, None, h, gam, sig, dy, None, False)
+
+    class Ident(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    leaf = torch.zeros(4, device="cuda", requires_grad=True)
+    g1 = torch.ones(4, device="cuda")
+
+    def engine_only():
+        return torch.autograd.grad(Ident.apply(leaf), (leaf,), g1)
+
+    gam = torch.empty(shape[0], shape[2], shape[1], device="cuda")
+
+    def one_launch():
+        chunk.chunk_ssd_decay_kernel[(4, shape[0] * shape[2])](dt, A, gam, gam, shape[1], shape[2], BT=64,
+                                                                NEG=False)
+
+    cases = dict(ours_fwd=fns["ours"][0], ours_fwd_bwd=fns["ours"][1], ours_direct_fwd_bwd=direct,
+                 engine_only=engine_only, one_triton_launch=one_launch)
+    if "fla" in args.impls:
+        cases |= dict(fla_fwd=fns["fla"][0], fla_fwd_bwd=fns["fla"][1])
+    for name, fn in cases.items():
+        print(f"host {name:22} {host_us(fn):8.1f} us/call   wall {wall_ms(fn) * 1e3:8.1f} us", flush=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(200):
+        direct()
+    prof.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def warm(args):
+    """Compile our kernels for every benchmark shape (both modes), nothing timed."""
+    for shape in SHAPES:
+        fns = callables(shape)
+        fns["ours"][0]()
+        fns["ours"][1]()
+        torch.cuda.synchronize()
+        print("warm", shape, flush=True)
+        del fns
+
+
 def kernel_times_us(fn, reps=10):
     times = {}
     for e in cuda_events(fn, reps):
@@ -237,10 +360,19 @@ if __name__ == "__main__":
     parser.add_argument("--json", default=None)
     parser.add_argument("--sweep", action="store_true", help="time launch configurations of ours")
     parser.add_argument("--shapes", default="0,1,2,3", help="indices into SHAPES for --sweep")
-    parser.add_argument("--compile-only", action="store_true", help="with --sweep: compile, do not time")
+    parser.add_argument("--compile-only", action="store_true", help="with --sweep/--tail: compile only")
+    parser.add_argument("--tail", action="store_true", help="time the variants of tail_variants")
+    parser.add_argument("--host", action="store_true", help="where the host time of a call goes")
+    parser.add_argument("--warm-only", action="store_true", help="compile ours at every shape")
     args = parser.parse_args()
     if args.sweep:
         main_sweep(args)
+        raise SystemExit
+    if args.tail:
+        main_tail(args)
+        raise SystemExit
+    if args.warm_only:
+        warm(args)
         raise SystemExit
     if "fla" in args.impls and not args.sweep:
         try:
@@ -254,6 +386,9 @@ if __name__ == "__main__":
 
         versions += f", fla-core {fla.__version__}"
     print(f"device {torch.cuda.get_device_name()}, {versions}", flush=True)
+    if args.host:
+        main_host(args)
+        raise SystemExit
     rows = main_bench(args)
     if args.json and rows:
         with open(args.json, "w") as f:
