@@ -127,13 +127,15 @@ def _unit_lower_inverse(b_A, C: tl.constexpr, PRECISION: tl.constexpr):
     o_b = tl.arange(0, NB)
     o_i = tl.arange(0, 16)
     m_blk = o_b[:, None, None, None] == o_b[None, None, :, None]  # [NB, 1, NB, 1]
-    b_D = tl.sum(tl.where(m_blk, tl.reshape(b_A, (NB, 16, NB, 16)), 0.0), 2)  # [NB, 16, 16] diagonal blocks
+    # The diagonal blocks transposed, Dt[b, j, i] = A_b[i, j]: row i of a block is then a reduction over
+    # the last axis and lands in the layout that multiplies T's rows (no layout conversion per step).
+    b_Dt = tl.sum(tl.where(m_blk, tl.reshape(tl.trans(b_A), (NB, 16, NB, 16)), 0.0), 2)  # [NB, 16, 16]
     r_i = o_i[None, :, None]
     c_i = o_i[None, None, :]
     b_T = tl.where(r_i == c_i, 1.0, tl.zeros([NB, 16, 16], dtype=tl.float32))
     for i in tl.static_range(1, 16):
         # row i = e_i − Σ_{j<i} A_ij (row j): the rows above are final
-        b_a = tl.sum(tl.where(r_i == i, b_D, 0.0), 1)  # [NB, 16]
+        b_a = tl.sum(tl.where(c_i == i, b_Dt, 0.0), 2)  # [NB, 16]: A_ij over j
         b_row = tl.sum(b_a[:, :, None] * b_T, 1)  # [NB, 16]
         b_T = tl.where(r_i == i, tl.where(c_i == i, 1.0, 0.0) - b_row[:, None, :], b_T)
     b_T = tl.reshape(tl.where(m_blk, tl.expand_dims(b_T, 2), 0.0), (C, C))  # block diagonal
@@ -409,7 +411,6 @@ def chunk_gated_delta_rule_bwd_wy_kernel(
     r0 = bos + i_t * C * H
     o_c = tl.arange(0, C)
     m_t = i_t * C + o_c < T
-    b_k, _ = _l2norm(_ld(d_k, i_b, i_t * C, i_h, 0, C, BK), USE_L2NORM)
     b_G, b_Gl, b_beta = _load_gb(g, beta, r0, m_t, H, C)
     b_Tt = _c(tl.trans(_ld_s(d_Ai, i_bh, i_t, 0, C, C)), DT, EMU)
 
@@ -431,6 +432,7 @@ def chunk_gated_delta_rule_bwd_wy_kernel(
 
     m_strict = o_c[:, None] > o_c[None, :]
     b_eG = tl.exp(b_G)
+    b_k, _ = _l2norm(_ld(d_k, i_b, i_t * C, i_h, 0, C, BK), USE_L2NORM)  # only now: registers
     b_kc = _c(b_k, DT, EMU)
     b_Skk = tl.dot(b_kc, tl.trans(b_kc), input_precision=PRECISION)
     b_dAg = tl.where(m_strict, -b_dYd, 0.0) * _decay_matrix(b_G, C, True)  # dA ⊙ Γ
@@ -482,8 +484,6 @@ def chunk_gated_delta_rule_bwd_qk_kernel(
     r0 = bos + i_t * C * H
     o_c = tl.arange(0, C)
     m_t = i_t * C + o_c < T
-    b_q, b_rq = _l2norm(_ld(d_q, i_b, i_t * C, i_h, 0, C, BK), USE_L2NORM)
-    b_k, b_rk = _l2norm(_ld(d_k, i_b, i_t * C, i_h, 0, C, BK), USE_L2NORM)
     b_G, b_Gl = _load_G(g, r0, m_t, H, C)
 
     b_Qa = tl.zeros([C, BK], dtype=tl.float32)  # do h0ᵀ
@@ -501,33 +501,37 @@ def chunk_gated_delta_rule_bwd_qk_kernel(
         b_Ka += tl.dot(b_d, tl.trans(b_dhe), input_precision=PRECISION)
         b_dP += tl.dot(b_do, tl.trans(b_d), input_precision=PRECISION)
 
-    m_strict = o_c[:, None] > o_c[None, :]
+    # q and k are loaded only now, and each accumulator is used up as early as possible: the
+    # epilogue sets the register peak.
     b_eG = tl.exp(b_G)
     b_ekd = tl.exp(b_Gl - b_G)
-    b_gam = _decay_matrix(b_G, C, False)
-    b_qc, b_kc = _c(b_q, DT, EMU), _c(b_k, DT, EMU)
-    b_dS = b_dP * b_gam * scale  # gradient of qkᵀ through P
-    b_D = tl.where(m_strict, tl.dot(b_qc, tl.trans(b_kc), input_precision=PRECISION) * b_dS, 0.0)  # dP ⊙ P
-    b_dq = b_Qa * (b_eG * scale)[:, None] + tl.dot(_c(b_dS, DT, EMU), b_kc, input_precision=PRECISION)
+    b_k, b_rk = _l2norm(_ld(d_k, i_b, i_t * C, i_h, 0, C, BK), USE_L2NORM)
+    b_r = tl.sum(b_Ka * b_k, 1) * b_ekd  # Σ_v δ ⊙ (k̃ dh_C): decay inside k̃
     b_dk = d_dkp.load([i_b, i_t * C, i_h, 0]).reshape(C, BK) + b_Ka * b_ekd[:, None]
+    b_q, b_rq = _l2norm(_ld(d_q, i_b, i_t * C, i_h, 0, C, BK), USE_L2NORM)
+    b_dGp = tl.sum(b_Qa * b_q, 1) * scale * b_eG  # terms in e^{G_i}
+    b_dGp += tl.where(o_c == C - 1, tl.sum(b_hdh, 0) * tl.exp(b_Gl), 0.0)
+    b_dq = b_Qa * (b_eG * scale)[:, None]
+    b_dS = b_dP * _decay_matrix(b_G, C, False) * scale  # gradient of qkᵀ through P
+    b_qc, b_kc = _c(b_q, DT, EMU), _c(b_k, DT, EMU)
+    b_dq += tl.dot(_c(b_dS, DT, EMU), b_kc, input_precision=PRECISION)
+    if USE_L2NORM:
+        b_dq = (b_dq - b_q * tl.sum(b_q * b_dq, 1)[:, None]) * b_rq[:, None]
+    _st(d_dq, i_b, i_t * C, i_h, 0, b_dq, d_dq.dtype, EMU)
     b_dk += tl.dot(_c(tl.trans(b_dS), DT, EMU), b_qc, input_precision=PRECISION)
+    if USE_L2NORM:
+        b_dk = (b_dk - b_k * tl.sum(b_k * b_dk, 1)[:, None]) * b_rk[:, None]
+    _st(d_dk, i_b, i_t * C, i_h, 0, b_dk, d_dk.dtype, EMU)
 
     # dg_s = Σ_{i≥s} ∂L/∂G_i, formed without differences of large terms so that it stays accurate
     # when decays are strong: a pairwise term D_ij e^{G_i − G_j} (j < i) depends on g_s for j < s ≤ i,
     # and the k̃ term e^{G_C − G_j} on g_s for s > j.
-    b_r = tl.sum(b_Ka * b_k, 1) * b_ekd  # Σ_v δ ⊙ (k̃ dh_C): decay inside k̃
-    b_dGp = tl.sum(b_Qa * b_q, 1) * scale * b_eG  # terms in e^{G_i}
-    b_dGp += tl.where(o_c == C - 1, tl.sum(b_hdh, 0) * tl.exp(b_Gl), 0.0)
+    b_D = tl.dot(b_qc, tl.trans(b_kc), input_precision=PRECISION) * b_dS  # dP ⊙ P
+    b_D = tl.where(o_c[:, None] > o_c[None, :], b_D, 0.0)
     b_R = tl.cumsum(b_D, 1) - b_D  # R_is = Σ_{j<s} D_ij
     b_dg = tl.sum(tl.where(o_c[:, None] >= o_c[None, :], b_dGp[:, None] + b_R, b_r[:, None]), 0)
     o_th = r0 + o_c * H
     b_dg += tl.load(dgp + o_th, mask=m_t, other=0.0)
-
-    if USE_L2NORM:
-        b_dq = (b_dq - b_q * tl.sum(b_q * b_dq, 1)[:, None]) * b_rq[:, None]
-        b_dk = (b_dk - b_k * tl.sum(b_k * b_dk, 1)[:, None]) * b_rk[:, None]
-    _st(d_dq, i_b, i_t * C, i_h, 0, b_dq, d_dq.dtype, EMU)
-    _st(d_dk, i_b, i_t * C, i_h, 0, b_dk, d_dk.dtype, EMU)
     tl.store(dg + o_th, _round(b_dg, dg.dtype.element_ty, EMU), mask=m_t)
 
 
