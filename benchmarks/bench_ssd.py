@@ -192,47 +192,63 @@ def sweep_variants(shape):
 
 
 def tail_variants(shape):
-    """Configurations around the default at one shape for the forward walk, the output kernel and the
-    dx kernel (K-block of the o / dx walk over K, tiles and warps), and the decay kernel against the
-    walk forming the decays; each is (label, LaunchConfig, WALK_DECAY_MAX_CHUNKS)."""
+    """Configurations around the default at one shape: the forward's launch structure (decay kernel,
+    decays in the walk, the one-launch walk giving y), the one-launch walk's tiles, the output and dx
+    kernels' K-block, stages and warps, the forward walk's tiles. Each is (label, LaunchConfig,
+    {chunk module constant: value})."""
     n_batch, seq_len, num_heads, dim_v, dim_k = shape
     base = chunk._launch_config(n_batch * num_heads, dim_k, dim_v, True)
     kc, rep = chunk.KernelConfig, dataclasses.replace
     BK = max(16, triton.next_power_of_2(dim_k))
-    out = [("default", base, chunk.WALK_DECAY_MAX_CHUNKS), ("decay kernel", base, 0),
-           ("decay in walk", base, 1 << 20),
-           ("o/dx all of K", rep(base, o=rep(base.o, BK=BK), dx=rep(base.dx, BK=BK)), None),
-           ("o/dx 3 stages", rep(base, o=rep(base.o, num_stages=3), dx=rep(base.dx, num_stages=3)), None),
-           ("o/dx 8 warps", rep(base, o=rep(base.o, num_warps=8), dx=rep(base.dx, num_warps=8)), None),
-           ("o/dx BK 32", rep(base, o=rep(base.o, BK=min(32, BK)), dx=rep(base.dx, BK=min(32, BK))), None),
-           ("o BV 128 8w", rep(base, o=kc(base.o.BK, min(128, base.o.BV * 2), 8, 2)), None)]
-    for h in [(32, 32, 2, 3), (16, 32, 4, 3), (32, 16, 4, 3), (32, 32, 4, 4), (64, 32, 4, 3)]:
-        out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), *h[1:])), None))
+    BV = max(16, triton.next_power_of_2(dim_v))
+    big = 1 << 20
+    out = [("default", base, {}),
+           ("decay kernel", base, dict(WALK_DECAY_MAX_CHUNKS=0, ONE_LAUNCH_MAX_CHUNKS=0)),
+           ("decay in walk", base, dict(WALK_DECAY_MAX_CHUNKS=big, ONE_LAUNCH_MAX_CHUNKS=0))]
+    if base.walk_o is not None:
+        out.append(("one launch", base, dict(ONE_LAUNCH_MAX_CHUNKS=big)))
+        for w in [(16, 4, 3), (64, 4, 3), (32, 2, 3), (32, 8, 3), (32, 4, 2)]:
+            out.append((f"one launch {w}", rep(base, walk_o=kc(BK, min(w[0], BV), w[1], w[2])),
+                        dict(ONE_LAUNCH_MAX_CHUNKS=big)))
+    out += [("o K 64", rep(base, o=rep(base.o, BK=min(64, BK))), {}),
+            ("dx all of K", rep(base, dx=rep(base.dx, BK=BK)), {}),
+            ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
+            ("o/dx 2 warps", rep(base, o=rep(base.o, num_warps=2), dx=rep(base.dx, num_warps=2)), {}),
+            ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
+            ("o BV 128 8w", rep(base, o=kc(base.o.BK, min(128, base.o.BV * 2), 8, 2)), {})]
+    for h in [(32, 32, 4, 3), (64, 64, 8, 3), (16, 32, 4, 3)]:
+        out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     return out
 
 
 def main_tail(args):
     """GPU µs per kernel (forward + backward) under tail_variants, at the shapes of --shapes."""
-    real_cfg, real_walk = chunk._launch_config, chunk.WALK_DECAY_MAX_CHUNKS
+    real_cfg = chunk._launch_config
+    real = {k: getattr(chunk, k) for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS")}
     for i in args.shapes.split(","):
         shape = SHAPES[int(i)]
         fns = callables(shape)
-        for label, cfg, walk in tail_variants(shape):
+        for label, cfg, consts in tail_variants(shape):
             chunk._launch_config = lambda *a, c=cfg: c
-            chunk.WALK_DECAY_MAX_CHUNKS = real_walk if walk is None else walk
+            for k, v in consts.items():
+                setattr(chunk, k, v)
             try:
                 times = kernel_times_us(fns["ours"][1]) if not args.compile_only else fns["ours"][1]()
+                if args.compile_only:
+                    fns["ours"][0]()
                 fwd = gpu_time_and_launches(fns["ours"][0])[0] * 1e3 if not args.compile_only else 0.0
             except Exception as err:  # a configuration past the shared-memory limit fails to compile
                 times, fwd = {"error": str(err)[:120]}, float("nan")
             finally:
-                chunk._launch_config, chunk.WALK_DECAY_MAX_CHUNKS = real_cfg, real_walk
+                chunk._launch_config = real_cfg
+                for k, v in real.items():
+                    setattr(chunk, k, v)
             if args.compile_only:
                 continue
             cells = " ".join(f"{k.replace('chunk_ssd_', '').replace('_kernel', '')} {v:6.1f}"
                              for k, v in sorted(times.items()) if not isinstance(v, str))
             total = sum(v for v in times.values() if not isinstance(v, str))
-            print(f"{str(shape):26} {label:16} fwd {fwd:6.1f} fwd+bwd {total:7.1f} | {cells} "
+            print(f"{str(shape):26} {label:20} fwd {fwd:6.1f} fwd+bwd {total:7.1f} | {cells} "
                   f"{times.get('error', '')}", flush=True)
         del fns
 

@@ -21,7 +21,7 @@ groups=(
   "hopper or fp32_accuracy_on_gpu"
   "bf16_accuracy and shape0"
   "bf16_accuracy and shape1"
-  "bf16_accuracy and shape2"
+  "bf16_accuracy and (shape2 or shape3)"
 )
 pids=()
 t0=$SECONDS
@@ -32,11 +32,11 @@ for i in "${!groups[@]}"; do
 done
 timeout "$test_s" python3 benchmarks/bench_ssd.py --warm-only >"$logs/warm.log" 2>&1 &
 pids+=($!)
-if [ -n "${WARM_EXTRA:-}" ]; then  # more compiling beside the tests, e.g. "--tail --compile-only --shapes 3"
-  # shellcheck disable=SC2086
-  timeout "$test_s" python3 benchmarks/bench_ssd.py $WARM_EXTRA >"$logs/warm_extra.log" 2>&1 &
+# WARM_TAIL="0,3": compile bench_ssd.py --tail's variants at those shapes beside the tests, one process each
+for s in ${WARM_TAIL//,/ }; do
+  timeout "$test_s" python3 benchmarks/bench_ssd.py --tail --compile-only --shapes "$s" >"$logs/warm_tail_$s.log" 2>&1 &
   pids+=($!)
-fi
+done
 for p in "${pids[@]}"; do wait "$p"; done
 echo "tests and warm-up: $((SECONDS - t0)) s" | tee -a "$out/env.txt"
 for f in "$logs"/test_*.log; do

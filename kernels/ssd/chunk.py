@@ -20,8 +20,10 @@ import triton.language as tl
 from kernels.ssd.naive import chunk_ssd_torch
 
 BACKENDS = ("triton", "torch")
-# Up to this many chunks the forward state walk forms the chunk decays itself (no decay kernel)
-WALK_DECAY_MAX_CHUNKS = 16
+# Up to this many chunks the forward state walk forms the chunk decays itself (no decay kernel), and
+# up to ONE_LAUNCH_MAX_CHUNKS (with all of K in one block) it gives y as well (no output kernel)
+WALK_DECAY_MAX_CHUNKS = 8
+ONE_LAUNCH_MAX_CHUNKS = 4
 
 
 @triton.jit
@@ -110,14 +112,18 @@ def chunk_ssd_decay_kernel(
 
 @triton.jit
 def chunk_ssd_fwd_h_kernel(
-    x, dt, A, B, gam, sig, h0, h, ht,
+    x, dt, A, B, C, D, gam, sig, h0, h, ht, y,
     T, H, G,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     NEG: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, BF16: tl.constexpr,
-    PREC: tl.constexpr, DECAY: tl.constexpr,
+    PREC: tl.constexpr, DECAY: tl.constexpr, OUT: tl.constexpr, STORE_H: tl.constexpr,
+    HAS_D: tl.constexpr,
 ):
-    """The state walk; with DECAY it also forms each chunk's Γ and σ (the first K/V-block stores them)
-    in place of the decay kernel: one launch less where the walk is short."""
+    """The state walk. With DECAY it also forms each chunk's Γ and σ (the first K/V-block stores them)
+    in place of the decay kernel; with OUT (one K-block holding all of K) it also gives each chunk's y
+    from the state in hand, in place of the output kernel: the whole forward in one launch where the
+    walk is short. STORE_H: store the chunk-start states (and Γ, σ) for the output kernel or the
+    backward."""
     i_bh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_g = i_h // (H // G)
@@ -137,7 +143,8 @@ def chunk_ssd_fwd_h_kernel(
     if USE_H0:
         b_S += tl.load(h0 + o_bh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     for i_t in range(NT):
-        tl.store(h + (o_bh * NT + i_t) * K * V + o_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+        if STORE_H:
+            tl.store(h + (o_bh * NT + i_t) * K * V + o_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         o_row = bos + i_t * BT + o_t  # [BT] absolute time index, int64
         m_t = (i_t * BT + o_t) < T
         b_x = tl.load(x + (o_row * H + i_h)[:, None] * V + o_v[None, :],
@@ -151,12 +158,27 @@ def chunk_ssd_fwd_h_kernel(
             # the last element exactly (a sum of it and zeros), as the other kernels load it
             b_g_end = tl.sum(tl.where(o_t == BT - 1, b_g, 0.0), 0)
             b_sig_end = tl.sum(tl.where(o_t == BT - 1, b_sig, 0.0), 0)
-            if (i_k == 0) & (i_v == 0):
-                tl.store(gam + o_g + o_t, b_g)
-                if NEG:
-                    tl.store(sig + o_g + o_t, b_sig)
+            if STORE_H:
+                if (i_k == 0) & (i_v == 0):
+                    tl.store(gam + o_g + o_t, b_g)
+                    if NEG:
+                        tl.store(sig + o_g + o_t, b_sig)
         else:
             b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_g, o_t, BT, NEG)
+        if OUT:
+            # as the output kernel computes it from the stored state (same operand rounding)
+            b_q = tl.load(C + (o_row * G + i_g)[:, None] * K + o_k[None, :],
+                          mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
+            b_M = tl.where(o_t[:, None] >= o_t[None, :], tl.exp(b_g[:, None] - b_g[None, :]), 0.0)
+            b_M *= b_sig[:, None] * (b_sig * b_dt)[None, :]  # decay j → i times dt_j
+            b_s = tl.dot(_op(b_q, BF16), _op(b_bT, BF16), input_precision=PREC) * b_M  # [BT, BT]
+            b_lam = b_sig * tl.exp(b_g)  # decay from the chunk start
+            b_y = b_lam[:, None] * tl.dot(_op(b_q, BF16), _op(b_S, BF16), input_precision=PREC)
+            b_y += tl.dot(_op(b_s, BF16), _op(b_x, BF16), input_precision=PREC)
+            if HAS_D:
+                b_y += tl.load(D + i_h).to(tl.float32) * b_x.to(tl.float32)
+            tl.store(y + (o_row * H + i_h)[:, None] * V + o_v[None, :], b_y.to(y.dtype.element_ty),
+                     mask=m_t[:, None] & m_v[None, :])
         b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g) * b_dt  # decay to the chunk end, times dt
         b_S = b_sig_end * tl.exp(b_g_end) * b_S
         b_S += tl.dot(_op(b_bT * b_w[None, :], BF16), _op(b_x, BF16), input_precision=PREC)
@@ -187,6 +209,10 @@ def chunk_ssd_fwd_o_kernel(
     o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
     o_c = i_bh.to(tl.int64) * NT + i_t
 
+    # loads that do not depend on K first, so that they overlap the walk over K
+    b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
+    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+    b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
     b_qb = tl.zeros([BT, BT], dtype=tl.float32)  # C_i·B_j
     b_qh = tl.zeros([BT, BV], dtype=tl.float32)  # C_i through the chunk-start state
     for i_k in range(tl.cdiv(K, BK)):
@@ -200,9 +226,6 @@ def chunk_ssd_fwd_o_kernel(
         b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
         b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
 
-    b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
-    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-    b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
     b_M = tl.where(o_t[:, None] >= o_t[None, :], tl.exp(b_g[:, None] - b_g[None, :]), 0.0)
     b_M *= b_sig[:, None] * (b_sig * b_dt)[None, :]  # decay j → i times dt_j
     b_y = (b_sig * tl.exp(b_g))[:, None] * b_qh
@@ -288,6 +311,9 @@ def chunk_ssd_bwd_dx_kernel(
     b_bdS = tl.zeros([BT, BV], dtype=tl.float32)  # dSᵀB_j, dS the gradient of the chunk-end state
     b_qh = tl.zeros([BT, BV], dtype=tl.float32)  # S₀ᵀC_i, S₀ the chunk-start state
     b_hds = tl.zeros([BV], dtype=tl.float32)  # ⟨S₀, dS⟩ per column
+    b_A = tl.load(A + i_h).to(tl.float32)
+    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+    b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
@@ -304,9 +330,6 @@ def chunk_ssd_bwd_dx_kernel(
         b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
         b_hds += tl.sum(b_h.to(tl.float32) * b_dS.to(tl.float32), 0)
 
-    b_A = tl.load(A + i_h).to(tl.float32)
-    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-    b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
     b_lam = b_sig * tl.exp(b_g)  # decay from the chunk start
     b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g)  # decay to the chunk end
     b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * (b_sig[:, None] * b_sig[None, :])
@@ -448,6 +471,8 @@ class LaunchConfig:
     dh: KernelConfig  # chunk_ssd_bwd_dh_kernel
     dx: KernelConfig  # chunk_ssd_bwd_dx_kernel
     dqk: KernelConfig  # chunk_ssd_bwd_dqk_kernel
+    # the state walk giving y too (one forward launch), for short walks; None: never
+    walk_o: KernelConfig | None = None
 
 
 def _pow2(n: int) -> int:
@@ -479,15 +504,21 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     else:
         h = KernelConfig(min(32, SK), min(32, SV), 4, 3)
         dh = KernelConfig(SK, min(32, SV), 4, 3)
-    # K walked in blocks of 64; past K = 128 (BT = 32) 8 warps
-    par = KernelConfig(min(64, BK), min(64, BV), 4 if BK <= 128 else 8, 2)
+    # output kernel: all of K at once (K = 128: 126 µs against 139 walking it in blocks of 64);
+    # dx kernel: K walked in blocks of 64, 3 stages (380 against 389 all at once); past K = 128
+    # (BT = 32) 8 warps
+    warps = 4 if BK <= 128 else 8
+    o = KernelConfig(BK, min(64, BV), warps, 2)
+    dx = KernelConfig(min(64, BK), min(64, BV), warps, 3)
     if not bf16:  # fp32 tiles: 2 stages would need 193-322 KB of shared memory at K = V = 128
         dqk = KernelConfig(min(64, BK), min(64, BV), 8, 1)
     elif BK > 64 or BV > 64:
         dqk = KernelConfig(min(64, BK), min(64, BV), 8, 3)
     else:
         dqk = KernelConfig(BK, BV, 4, 1 if BK * BV <= 1024 else 2)
-    return LaunchConfig(BT, h, par, dh, par, dqk)
+    # one-launch forward: all of K (≤ 64) in the walk
+    walk_o = KernelConfig(BK, min(32, BV), 4, 3) if BK <= 64 else None
+    return LaunchConfig(BT, h, o, dh, dx, dqk, walk_o)
 
 
 def _bf16_operands(*tensors: torch.Tensor) -> bool:
@@ -508,35 +539,45 @@ def _setup(x, B, C, allow_neg_eigval):
     return cfg, triton.cdiv(seq_len, cfg.BT), common
 
 
-def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval):
+def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval, save_states=True):
+    """y, the final state, and (save_states) what the backward reads: h, Γ and σ."""
     n_batch, seq_len, num_heads, dim_v = x.shape
     n_groups, dim_k = B.shape[2:]
     n_bh = n_batch * num_heads
     cfg, NT, common = _setup(x, B, C, allow_neg_eigval)
     dev, f32 = x.device, torch.float32
-    gam = torch.empty(n_batch, num_heads, NT * cfg.BT, device=dev, dtype=f32)  # Γ per chunk
-    sig = torch.empty_like(gam) if allow_neg_eigval else gam  # σ per chunk
-    decay_in_walk = NT <= WALK_DECAY_MAX_CHUNKS
+    one_launch = cfg.walk_o is not None and NT <= ONE_LAUNCH_MAX_CHUNKS
+    decay_in_walk = one_launch or NT <= WALK_DECAY_MAX_CHUNKS
+    save_states = save_states or not one_launch  # the output kernel reads them
+    if save_states:
+        gam = torch.empty(n_batch, num_heads, NT * cfg.BT, device=dev, dtype=f32)  # Γ per chunk
+        sig = torch.empty_like(gam) if allow_neg_eigval else gam  # σ per chunk
+        # chunk-start states in the operand dtype: the carried state itself stays fp32 in registers
+        h = torch.empty(n_batch, num_heads, NT, dim_k, dim_v, device=dev,
+                        dtype=torch.bfloat16 if common["BF16"] else f32)
+    else:
+        gam = sig = h = None
     if not decay_in_walk:
         chunk_ssd_decay_kernel[(NT, n_bh)](dt, A, gam, sig, seq_len, num_heads, BT=cfg.BT,
                                            NEG=allow_neg_eigval)
     y = torch.empty(x.shape, device=dev, dtype=x.dtype)
     ht = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) if output_final_state else None
-    # chunk-start states in the operand dtype: the carried state itself stays fp32 in registers
-    h = torch.empty(n_batch, num_heads, NT, dim_k, dim_v, device=dev,
-                    dtype=torch.bfloat16 if common["BF16"] else f32)
-    c = cfg.h
+    c = cfg.walk_o if one_launch else cfg.h
     chunk_ssd_fwd_h_kernel[(n_bh, triton.cdiv(dim_k, c.BK), triton.cdiv(dim_v, c.BV))](
-        x, dt, A, B, gam, sig, x if initial_state is None else initial_state, h, x if ht is None else ht,
+        x, dt, A, B, C, x if D is None else D, x if gam is None else gam, x if sig is None else sig,
+        x if initial_state is None else initial_state, x if h is None else h, x if ht is None else ht, y,
         seq_len, num_heads, n_groups, BK=c.BK, BV=c.BV,
         USE_H0=initial_state is not None, STORE_FINAL=output_final_state, DECAY=decay_in_walk,
+        OUT=one_launch, STORE_H=save_states, HAS_D=D is not None,
         num_warps=c.num_warps, num_stages=c.num_stages, **common,
     )
-    c = cfg.o
-    chunk_ssd_fwd_o_kernel[(NT * n_bh, triton.cdiv(dim_v, c.BV))](
-        x, dt, B, C, x if D is None else D, gam, sig, h, y, seq_len, num_heads, n_groups,
-        BK=c.BK, BV=c.BV, HAS_D=D is not None, num_warps=c.num_warps, num_stages=c.num_stages, **common,
-    )
+    if not one_launch:
+        c = cfg.o
+        chunk_ssd_fwd_o_kernel[(NT * n_bh, triton.cdiv(dim_v, c.BV))](
+            x, dt, B, C, x if D is None else D, gam, sig, h, y, seq_len, num_heads, n_groups,
+            BK=c.BK, BV=c.BV, HAS_D=D is not None, num_warps=c.num_warps, num_stages=c.num_stages,
+            **common,
+        )
     return y, ht, h, gam, sig
 
 
@@ -588,13 +629,16 @@ class ChunkSSDFunction(torch.autograd.Function):
     def forward(ctx, x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval):
         y, ht, h, gam, sig = chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state,
                                            allow_neg_eigval)
-        ctx.save_for_backward(x, dt, A, B, C, D, initial_state, h, gam, sig)
+        ctx.save_for_backward(x, dt, A, B, C, D, initial_state)
+        # intermediates, neither inputs nor outputs: held on ctx (no saved-variable packing)
+        ctx.states = h, gam, sig
         ctx.allow_neg_eigval = allow_neg_eigval
         return y, ht
 
     @staticmethod
     def backward(ctx, dy, dht):
-        x, dt, A, B, C, D, initial_state, h, gam, sig = ctx.saved_tensors
+        x, dt, A, B, C, D, initial_state = ctx.saved_tensors
+        h, gam, sig = ctx.states
         grads = chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy.contiguous(),
                               None if dht is None else dht.contiguous(), ctx.allow_neg_eigval)
         return (*grads, None, None)
@@ -655,6 +699,6 @@ def chunk_ssd(
     args = [t if t is None else t.contiguous() for t in (x, dt, A, B, C, D, initial_state)]
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
     if not needs_grad:
-        y, ht = chunk_ssd_fwd(*args, output_final_state, allow_neg_eigval)[:2]
+        y, ht = chunk_ssd_fwd(*args, output_final_state, allow_neg_eigval, save_states=False)[:2]
         return y, ht
     return ChunkSSDFunction.apply(*args, output_final_state, allow_neg_eigval)

@@ -113,18 +113,20 @@ def test_triton_matches_recurrence_fp32(shape, neg, poisoned):
     assert_all_close(got, reference(inputs, neg, torch.float32), tol=1e-4)
 
 
-@pytest.mark.parametrize(("neg", "decay_in_walk"), [(False, True), (True, True), (True, False)],
-                         ids=["walk_decay", "walk_decay_neg", "decay_kernel_neg"])
-def test_triton_split_tiles_match_recurrence(neg, decay_in_walk, poisoned, monkeypatch):
+@pytest.mark.parametrize(("neg", "forward"),
+                         [(False, "walk_decay"), (True, "decay_kernel"), (True, "one_launch")])
+def test_triton_split_tiles_match_recurrence(neg, forward, poisoned, monkeypatch):
     # Every kernel split into several K- and V-blocks (the o and dx kernels walk K in three blocks,
     # the dB/dC kernel sums the dx kernel's V-block shares of d dt), as the launch configuration does
-    # at large K and V on a GPU; chunk decays formed by the forward walk or by their own kernel.
+    # at large K and V on a GPU. The forward: the walk forms the chunk decays, or their own kernel
+    # does, or the walk (all of K, three V-blocks) gives y as well.
     from kernels.ssd import chunk
 
     small = chunk.KernelConfig(BK=16, BV=16, num_warps=4, num_stages=2)
-    cfg = chunk.LaunchConfig(BT=32, h=small, o=small, dh=small, dx=small, dqk=small)
+    walk_o = chunk.KernelConfig(BK=64, BV=16, num_warps=4, num_stages=2) if forward == "one_launch" else None
+    cfg = chunk.LaunchConfig(BT=32, h=small, o=small, dh=small, dx=small, dqk=small, walk_o=walk_o)
     monkeypatch.setattr(chunk, "_launch_config", lambda *args: cfg)
-    monkeypatch.setattr(chunk, "WALK_DECAY_MAX_CHUNKS", 16 if decay_in_walk else 0)
+    monkeypatch.setattr(chunk, "WALK_DECAY_MAX_CHUNKS", 0 if forward == "decay_kernel" else 16)
     inputs = make_inputs(2, 75, 4, 2, 40, 36, dtype=torch.float32, device=DEVICE, seed=5)
     assert_all_close(run(triton_backend, inputs, neg, torch.float32),
                      reference(inputs, neg, torch.float32), tol=1e-4)
@@ -300,7 +302,8 @@ def test_launch_configs_fit_hopper_shared_memory():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("neg", [False, True])
-@pytest.mark.parametrize("shape", [(2, 512, 4, 2, 64, 64), (1, 300, 4, 4, 128, 128), (1, 200, 2, 1, 256, 96)])
+@pytest.mark.parametrize("shape", [(2, 512, 4, 2, 64, 64), (1, 300, 4, 4, 128, 128), (1, 200, 2, 1, 256, 96),
+                                   (3, 200, 4, 2, 32, 48)])  # the last: the one-launch forward
 def test_triton_bf16_accuracy_on_gpu(shape, neg, poisoned):
     inputs = make_inputs(*shape, dtype=torch.bfloat16, device="cuda", seed=3)
     got = run(triton_backend, inputs, neg, torch.bfloat16)
