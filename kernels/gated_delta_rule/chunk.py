@@ -548,9 +548,10 @@ def _width(x: int, half: bool, key: bool) -> int:
 def _launch_config(BH: int, K: int, V: int, half: bool, wide: bool = True) -> dict:
     """Block sizes and warps per kernel (read, never mutate); `wide=False` skips the widening of narrow
     half-precision tiles (`_width`). The sequential sweeps are parallel only over B·H and V blocks: BV
-    shrinks until the grid covers the GPU's SMs about twice. The gradient kernels walk V in 16-wide
-    blocks, so that their [C, K] and [C, C] accumulators stay in registers.
-    Per-kernel timing of alternatives on the card: `bench_gdn.py --variants`."""
+    shrinks until the grid covers the GPU's SMs about twice; at K = 128 two pipeline stages, so that
+    two programs fit an SM's shared memory. The gradient kernels walk V in 16-wide blocks with 4 warps
+    (two programs per SM; 8 warps for bwd_qk at K = 128, whose registers would spill). H100 timings of
+    these choices and the alternatives: `bench_gdn.py --variants`, benchmarks/RESULTS.md."""
     BK = max(16, triton.next_power_of_2(K))
     BV_max = max(16, min(triton.next_power_of_2(V), 64 if BK <= 128 else 32))
     BV_seq = BV_max
@@ -558,8 +559,9 @@ def _launch_config(BH: int, K: int, V: int, half: bool, wide: bool = True) -> di
         BV_seq //= 2
     cfg = dict(
         BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=16 if half else min(BV_max, 32),
-        warps_prep=4, warps_seq=4, warps_o=4, warps_wy=8 if BK > 32 else 4, warps_qk=8 if BK > 32 else 4,
-        stages_seq=3, stages_bwd=3 if half else 2,
+        warps_prep=4, warps_seq=4, warps_o=4, warps_wy=4 if half or BK <= 32 else 8,
+        warps_qk=(4 if BK <= 64 else 8) if half else (4 if BK <= 32 else 8), stages_seq=3 if BK <= 64 else 2,
+        stages_bwd=3 if half else 2,
     )  # fmt: skip
     if not wide:
         return cfg
