@@ -83,8 +83,12 @@ def floor_ms(shape, backward):
 def callables(shape):
     ours, fla_in = make(shape, requires_grad=True)
 
-    dy = torch.randn(ours["x"].shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1),
-                     dtype=ours["x"].dtype)
+    dy = torch.randn(
+        ours["x"].shape,
+        device="cuda",
+        generator=torch.Generator(device="cuda").manual_seed(1),
+        dtype=ours["x"].dtype,
+    )
     ours_leaves = tuple(ours.values())
     fla_leaves = tuple(fla_in.values())
 
@@ -152,18 +156,25 @@ def main_bench(args):
         del fns
         torch.cuda.empty_cache()
     print()
-    print(f"{'shape (B,T,H,P,N)':24} {'mode':8} {'impl':6} {'gpu ms':>8} {'wall ms':>9} {'launches':>8} "
-          f"{'gpu/fla':>7} {'wall/fla':>8} {'naive/wall':>10} {'floor ms':>8}")
+    print(
+        f"{'shape (B,T,H,P,N)':24} {'mode':8} {'impl':6} {'gpu ms':>8} {'wall ms':>9} {'launches':>8} "
+        f"{'gpu/fla':>7} {'wall/fla':>8} {'naive/wall':>10} {'floor ms':>8}"
+    )
     for r in rows:
         for name in ("ours", "fla"):
             if name not in r:
                 continue
             m, f = r[name], r.get("fla")
-            ratios = (f"{m['gpu_ms'] / f['gpu_ms']:7.2f} {m['wall_ms'] / f['wall_ms']:8.2f}" if f
-                      else f"{'-':>7} {'-':>8}")
+            ratios = (
+                f"{m['gpu_ms'] / f['gpu_ms']:7.2f} {m['wall_ms'] / f['wall_ms']:8.2f}"
+                if f
+                else f"{'-':>7} {'-':>8}"
+            )
             naive = f"{r['naive']['wall_ms'] / m['wall_ms']:10.0f}" if "naive" in r else f"{'-':>10}"
-            print(f"{str(tuple(r['shape'])):24} {r['mode']:8} {name:6} {m['gpu_ms']:8.4f} "
-                  f"{m['wall_ms']:9.4f} {m['launches']:8.1f} {ratios} {naive} {r['floor_ms']:8.4f}")
+            print(
+                f"{str(tuple(r['shape'])):24} {r['mode']:8} {name:6} {m['gpu_ms']:8.4f} "
+                f"{m['wall_ms']:9.4f} {m['launches']:8.1f} {ratios} {naive} {r['floor_ms']:8.4f}"
+            )
     return rows
 
 
@@ -174,18 +185,52 @@ def sweep_variants(shape):
     BK, BV = max(16, triton.next_power_of_2(dim_k)), max(16, triton.next_power_of_2(dim_v))
     base = chunk._launch_config(n_batch * num_heads, dim_k, dim_v, True)
     kc = chunk.KernelConfig
-    state = [(64, 64, 4, 2), (64, 32, 4, 3), (32, 32, 2, 2), (64, 64, 8, 3), (32, 64, 4, 2), (64, 32, 2, 2),
-             (32, 32, 4, 3), (64, 16, 4, 2)]
-    o = [(0, 64, 4, 2), (0, 64, 8, 2), (0, 32, 4, 2), (0, 64, 4, 3), (0, 32, 2, 2), (0, 64, 8, 1),
-         (0, 128, 8, 2), (0, 32, 4, 3)]
-    dx = [(0, 64, 8, 2), (0, 128, 8, 2), (0, 64, 4, 2), (0, 128, 8, 1), (0, 32, 4, 2), (0, 64, 8, 1),
-          (0, 128, 4, 2), (0, 64, 8, 3)]
-    dqk = [(64, 64, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 8, 1), (64, 64, 8, 3), (64, 64, 4, 3),
-           (32, 32, 4, 2), (64, 64, 4, 1)]
+    state = [
+        (64, 64, 4, 2),
+        (64, 32, 4, 3),
+        (32, 32, 2, 2),
+        (64, 64, 8, 3),
+        (32, 64, 4, 2),
+        (64, 32, 2, 2),
+        (32, 32, 4, 3),
+        (64, 16, 4, 2),
+    ]
+    o = [
+        (0, 64, 4, 2),
+        (0, 64, 8, 2),
+        (0, 32, 4, 2),
+        (0, 64, 4, 3),
+        (0, 32, 2, 2),
+        (0, 64, 8, 1),
+        (0, 128, 8, 2),
+        (0, 32, 4, 3),
+    ]
+    dx = [
+        (0, 64, 8, 2),
+        (0, 128, 8, 2),
+        (0, 64, 4, 2),
+        (0, 128, 8, 1),
+        (0, 32, 4, 2),
+        (0, 64, 8, 1),
+        (0, 128, 4, 2),
+        (0, 64, 8, 3),
+    ]
+    dqk = [
+        (64, 64, 8, 2),
+        (64, 64, 4, 2),
+        (32, 64, 4, 2),
+        (64, 32, 8, 1),
+        (64, 64, 8, 3),
+        (64, 64, 4, 3),
+        (32, 32, 4, 2),
+        (64, 64, 4, 1),
+    ]
     out = [base]
     for i in range(len(state)):
+
         def fit(o):
             return kc(min(o[0], BK), min(o[1], BV), o[2], o[3])
+
         h, dh = fit(state[i]), fit(state[(i + 3) % len(state)])
         out.append(chunk.LaunchConfig(base.BT, h, fit(o[i]), dh, fit(dx[i]), fit(dqk[i])))
     return out
@@ -202,20 +247,29 @@ def tail_variants(shape):
     BK = max(16, triton.next_power_of_2(dim_k))
     BV = max(16, triton.next_power_of_2(dim_v))
     big = 1 << 20
-    out = [("default", base, {}),
-           ("decay kernel", base, dict(WALK_DECAY_MAX_CHUNKS=0, ONE_LAUNCH_MAX_CHUNKS=0)),
-           ("decay in walk", base, dict(WALK_DECAY_MAX_CHUNKS=big, ONE_LAUNCH_MAX_CHUNKS=0))]
+    out = [
+        ("default", base, {}),
+        ("decay kernel", base, dict(WALK_DECAY_MAX_CHUNKS=0, ONE_LAUNCH_MAX_CHUNKS=0)),
+        ("decay in walk", base, dict(WALK_DECAY_MAX_CHUNKS=big, ONE_LAUNCH_MAX_CHUNKS=0)),
+    ]
     if base.walk_o is not None:
         out.append(("one launch", base, dict(ONE_LAUNCH_MAX_CHUNKS=big)))
         for w in [(16, 4, 3), (64, 4, 3), (32, 2, 3), (32, 8, 3), (32, 4, 2)]:
-            out.append((f"one launch {w}", rep(base, walk_o=kc(BK, min(w[0], BV), w[1], w[2])),
-                        dict(ONE_LAUNCH_MAX_CHUNKS=big)))
-    out += [("o K 64", rep(base, o=rep(base.o, BK=min(64, BK))), {}),
-            ("dx all of K", rep(base, dx=rep(base.dx, BK=BK)), {}),
-            ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
-            ("o/dx 2 warps", rep(base, o=rep(base.o, num_warps=2), dx=rep(base.dx, num_warps=2)), {}),
-            ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
-            ("o BV 128 8w", rep(base, o=kc(base.o.BK, min(128, base.o.BV * 2), 8, 2)), {})]
+            out.append(
+                (
+                    f"one launch {w}",
+                    rep(base, walk_o=kc(BK, min(w[0], BV), w[1], w[2])),
+                    dict(ONE_LAUNCH_MAX_CHUNKS=big),
+                )
+            )
+    out += [
+        ("o K 64", rep(base, o=rep(base.o, BK=min(64, BK))), {}),
+        ("dx all of K", rep(base, dx=rep(base.dx, BK=BK)), {}),
+        ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
+        ("o/dx 2 warps", rep(base, o=rep(base.o, num_warps=2), dx=rep(base.dx, num_warps=2)), {}),
+        ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
+        ("o BV 128 8w", rep(base, o=kc(base.o.BK, min(128, base.o.BV * 2), 8, 2)), {}),
+    ]
     for h in [(32, 32, 4, 3), (64, 64, 8, 3), (16, 32, 4, 3)]:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     return out
@@ -245,11 +299,17 @@ def main_tail(args):
                     setattr(chunk, k, v)
             if args.compile_only:
                 continue
-            cells = " ".join(f"{k.replace('chunk_ssd_', '').replace('_kernel', '')} {v:6.1f}"
-                             for k, v in sorted(times.items()) if not isinstance(v, str))
+            cells = " ".join(
+                f"{k.replace('chunk_ssd_', '').replace('_kernel', '')} {v:6.1f}"
+                for k, v in sorted(times.items())
+                if not isinstance(v, str)
+            )
             total = sum(v for v in times.values() if not isinstance(v, str))
-            print(f"{str(shape):26} {label:20} fwd {fwd:6.1f} fwd+bwd {total:7.1f} | {cells} "
-                  f"{times.get('error', '')}", flush=True)
+            print(
+                f"{str(shape):26} {label:20} fwd {fwd:6.1f} fwd+bwd {total:7.1f} | {cells} "
+                f"{times.get('error', '')}",
+                flush=True,
+            )
         del fns
 
 
@@ -282,6 +342,11 @@ def main_host(args):
         _, _, h, gam, sig = chunk.chunk_ssd_fwd(x, dt, A, B, C, D, None, False, False)
         return chunk.chunk_ssd_bwd(x, dt, A, B, C, D, None, h, gam, sig, dy, None, False)
 
+    saved = chunk.chunk_ssd_fwd(x, dt, A, B, C, D, None, False, False)[2:]
+
+    def direct_bwd():
+        return chunk.chunk_ssd_bwd(x, dt, A, B, C, D, None, *saved, dy, None, False)
+
     class Ident(torch.autograd.Function):
         @staticmethod
         def forward(ctx, t):
@@ -300,15 +365,24 @@ def main_host(args):
     gam = torch.empty(shape[0], shape[2], shape[1], device="cuda")
 
     def one_launch():
-        chunk.chunk_ssd_decay_kernel[(4, shape[0] * shape[2])](dt, A, gam, gam, shape[1], shape[2], BT=64,
-                                                                NEG=False)
+        chunk.chunk_ssd_decay_kernel[(4, shape[0] * shape[2])](
+            dt, A, gam, gam, shape[1], shape[2], BT=64, NEG=False
+        )
 
-    cases = dict(ours_fwd=fns["ours"][0], ours_fwd_bwd=fns["ours"][1], ours_direct_fwd_bwd=direct,
-                 engine_only=engine_only, one_triton_launch=one_launch)
+    cases = dict(
+        ours_fwd=fns["ours"][0],
+        ours_fwd_bwd=fns["ours"][1],
+        ours_direct_fwd_bwd=direct,
+        ours_direct_bwd=direct_bwd,
+        engine_only=engine_only,
+        one_triton_launch=one_launch,
+    )
     if "fla" in args.impls:
         cases |= dict(fla_fwd=fns["fla"][0], fla_fwd_bwd=fns["fla"][1])
     for name, fn in cases.items():
         print(f"host {name:22} {host_us(fn):8.1f} us/call   wall {wall_ms(fn) * 1e3:8.1f} us", flush=True)
+    for idx in (0, 1):
+        thread_timeline(SHAPES[idx])
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(200):
@@ -316,6 +390,59 @@ def main_host(args):
     prof.disable()
     torch.cuda.synchronize()
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def thread_timeline(shape, n=100):
+    """Median µs of the pieces of one autograd fwd+bwd call: chunk_ssd up to the Function's forward,
+    its body, the rest of chunk_ssd, from torch.autograd.grad to the backward's start (on autograd's
+    device thread), the backward body, and from its end to grad's return; then a cProfile of the
+    backward bodies on that thread."""
+    import cProfile
+    import pstats
+    import statistics
+
+    stamps = {}
+    fn_cls = chunk.ChunkSSDFunction
+    real_fwd, real_bwd = fn_cls.forward, fn_cls.backward
+    prof = cProfile.Profile()
+
+    def fwd(ctx, *a):
+        stamps["f0"] = time.perf_counter_ns()
+        out = real_fwd(ctx, *a)
+        stamps["f1"] = time.perf_counter_ns()
+        return out
+
+    def bwd(ctx, *g):
+        stamps["b0"] = time.perf_counter_ns()
+        prof.enable()
+        out = real_bwd(ctx, *g)
+        prof.disable()
+        stamps["b1"] = time.perf_counter_ns()
+        return out
+
+    ours, _ = make(shape, requires_grad=True)
+    leaves = tuple(ours.values())
+    dy = torch.randn_like(ours["x"])
+    rows = []
+    fn_cls.forward, fn_cls.backward = staticmethod(fwd), staticmethod(bwd)
+    try:
+        for i in range(n + 10):
+            t0 = time.perf_counter_ns()
+            y, _ = chunk_ssd(**ours)
+            t1 = time.perf_counter_ns()
+            torch.autograd.grad(y, leaves, dy)
+            t2 = time.perf_counter_ns()
+            if i >= 10:
+                rows.append(dict(enter_fwd=stamps["f0"] - t0, fwd_body=stamps["f1"] - stamps["f0"],
+                                 leave_fwd=t1 - stamps["f1"], hop_in=stamps["b0"] - t1,
+                                 bwd_body=stamps["b1"] - stamps["b0"], hop_out=t2 - stamps["b1"],
+                                 total=t2 - t0))
+    finally:
+        fn_cls.forward, fn_cls.backward = real_fwd, real_bwd
+    torch.cuda.synchronize()
+    med = {k: statistics.median(r[k] for r in rows) / 1e3 for k in rows[0]}
+    print(f"timeline {shape}: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()), flush=True)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
 def warm(args):

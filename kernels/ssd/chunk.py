@@ -92,9 +92,14 @@ def _chunk_decay(b_dt, b_A, BT: tl.constexpr, NEG: tl.constexpr):
 
 @triton.jit
 def chunk_ssd_decay_kernel(
-    dt, A, gam, sig,
-    T, H,
-    BT: tl.constexpr, NEG: tl.constexpr,
+    dt,
+    A,
+    gam,
+    sig,
+    T,
+    H,
+    BT: tl.constexpr,
+    NEG: tl.constexpr,
 ):
     """Γ and σ of one chunk into [B, H, NT·BT]; padded steps have dt = 0 (a = 1) and repeat the end."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -112,11 +117,34 @@ def chunk_ssd_decay_kernel(
 
 @triton.jit
 def chunk_ssd_fwd_h_kernel(
-    x, dt, A, B, C, D, gam, sig, h0, h, ht, y,
-    T, H, G,
-    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NEG: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, BF16: tl.constexpr,
-    PREC: tl.constexpr, DECAY: tl.constexpr, OUT: tl.constexpr, STORE_H: tl.constexpr,
+    x,
+    dt,
+    A,
+    B,
+    C,
+    D,
+    gam,
+    sig,
+    h0,
+    h,
+    ht,
+    y,
+    T,
+    H,
+    G,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NEG: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_FINAL: tl.constexpr,
+    BF16: tl.constexpr,
+    PREC: tl.constexpr,
+    DECAY: tl.constexpr,
+    OUT: tl.constexpr,
+    STORE_H: tl.constexpr,
     HAS_D: tl.constexpr,
 ):
     """The state walk. With DECAY it also forms each chunk's Γ and σ (the first K/V-block stores them)
@@ -147,10 +175,12 @@ def chunk_ssd_fwd_h_kernel(
             tl.store(h + (o_bh * NT + i_t) * K * V + o_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         o_row = bos + i_t * BT + o_t  # [BT] absolute time index, int64
         m_t = (i_t * BT + o_t) < T
-        b_x = tl.load(x + (o_row * H + i_h)[:, None] * V + o_v[None, :],
-                      mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
-        b_bT = tl.load(B + (o_row * G + i_g)[None, :] * K + o_k[:, None],
-                       mask=m_k[:, None] & m_t[None, :], other=0.0)  # [BK, BT]
+        b_x = tl.load(
+            x + (o_row * H + i_h)[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
+        )  # [BT, BV]
+        b_bT = tl.load(
+            B + (o_row * G + i_g)[None, :] * K + o_k[:, None], mask=m_k[:, None] & m_t[None, :], other=0.0
+        )  # [BK, BT]
         b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
         o_g = (o_bh * NT + i_t) * BT
         if DECAY:
@@ -167,8 +197,9 @@ def chunk_ssd_fwd_h_kernel(
             b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_g, o_t, BT, NEG)
         if OUT:
             # as the output kernel computes it from the stored state (same operand rounding)
-            b_q = tl.load(C + (o_row * G + i_g)[:, None] * K + o_k[None, :],
-                          mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
+            b_q = tl.load(
+                C + (o_row * G + i_g)[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
+            )  # [BT, BK]
             b_M = tl.where(o_t[:, None] >= o_t[None, :], tl.exp(b_g[:, None] - b_g[None, :]), 0.0)
             b_M *= b_sig[:, None] * (b_sig * b_dt)[None, :]  # decay j → i times dt_j
             b_s = tl.dot(_op(b_q, BF16), _op(b_bT, BF16), input_precision=PREC) * b_M  # [BT, BT]
@@ -177,8 +208,11 @@ def chunk_ssd_fwd_h_kernel(
             b_y += tl.dot(_op(b_s, BF16), _op(b_x, BF16), input_precision=PREC)
             if HAS_D:
                 b_y += tl.load(D + i_h).to(tl.float32) * b_x.to(tl.float32)
-            tl.store(y + (o_row * H + i_h)[:, None] * V + o_v[None, :], b_y.to(y.dtype.element_ty),
-                     mask=m_t[:, None] & m_v[None, :])
+            tl.store(
+                y + (o_row * H + i_h)[:, None] * V + o_v[None, :],
+                b_y.to(y.dtype.element_ty),
+                mask=m_t[:, None] & m_v[None, :],
+            )
         b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g) * b_dt  # decay to the chunk end, times dt
         b_S = b_sig_end * tl.exp(b_g_end) * b_S
         b_S += tl.dot(_op(b_bT * b_w[None, :], BF16), _op(b_x, BF16), input_precision=PREC)
@@ -188,10 +222,27 @@ def chunk_ssd_fwd_h_kernel(
 
 @triton.jit
 def chunk_ssd_fwd_o_kernel(
-    x, dt, B, C, D, gam, sig, h, y,
-    T, H, G,
-    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NEG: tl.constexpr, HAS_D: tl.constexpr, BF16: tl.constexpr, PREC: tl.constexpr,
+    x,
+    dt,
+    B,
+    C,
+    D,
+    gam,
+    sig,
+    h,
+    y,
+    T,
+    H,
+    G,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NEG: tl.constexpr,
+    HAS_D: tl.constexpr,
+    BF16: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     """y of one chunk and V-block; K is walked in blocks of BK (both products reduce over K)."""
     i_tbh, i_v = tl.program_id(0), tl.program_id(1)
@@ -221,8 +272,9 @@ def chunk_ssd_fwd_o_kernel(
         o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
         b_b = tl.load(B + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
         b_q = tl.load(C + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
-        b_h = tl.load(h + o_c * K * V + o_k[:, None] * V + o_v[None, :],
-                      mask=m_k[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
+        b_h = tl.load(
+            h + o_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0
+        )  # [BK, BV]
         b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
         b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
 
@@ -237,10 +289,25 @@ def chunk_ssd_fwd_o_kernel(
 
 @triton.jit
 def chunk_ssd_bwd_dh_kernel(
-    C, dy, gam, sig, dht, dh, dh0,
-    T, H, G,
-    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NEG: tl.constexpr, USE_DHT: tl.constexpr, USE_H0: tl.constexpr, BF16: tl.constexpr,
+    C,
+    dy,
+    gam,
+    sig,
+    dht,
+    dh,
+    dh0,
+    T,
+    H,
+    G,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NEG: tl.constexpr,
+    USE_DHT: tl.constexpr,
+    USE_H0: tl.constexpr,
+    BF16: tl.constexpr,
     PREC: tl.constexpr,
 ):
     i_bh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -265,10 +332,12 @@ def chunk_ssd_bwd_dh_kernel(
         tl.store(dh + (o_bh * NT + i_t) * K * V + o_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
         o_row = bos + i_t * BT + o_t
         m_t = (i_t * BT + o_t) < T
-        b_do = tl.load(dy + (o_row * H + i_h)[:, None] * V + o_v[None, :],
-                       mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
-        b_qT = tl.load(C + (o_row * G + i_g)[None, :] * K + o_k[:, None],
-                       mask=m_k[:, None] & m_t[None, :], other=0.0)  # [BK, BT]
+        b_do = tl.load(
+            dy + (o_row * H + i_h)[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
+        )  # [BT, BV]
+        b_qT = tl.load(
+            C + (o_row * G + i_g)[None, :] * K + o_k[:, None], mask=m_k[:, None] & m_t[None, :], other=0.0
+        )  # [BK, BT]
         b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, (o_bh * NT + i_t) * BT, o_t, BT, NEG)
         b_dS = b_sig_end * tl.exp(b_g_end) * b_dS
         b_qlT = _op(b_qT * (b_sig * tl.exp(b_g))[None, :], BF16)
@@ -279,11 +348,33 @@ def chunk_ssd_bwd_dh_kernel(
 
 @triton.jit
 def chunk_ssd_bwd_dx_kernel(
-    x, dt, A, B, C, D, gam, sig, h, dh, dy,
-    dx, ddt, red,
-    T, NB, H, G,
-    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NEG: tl.constexpr, HAS_D: tl.constexpr, BF16: tl.constexpr, PREC: tl.constexpr,
+    x,
+    dt,
+    A,
+    B,
+    C,
+    D,
+    gam,
+    sig,
+    h,
+    dh,
+    dy,
+    dx,
+    ddt,
+    red,
+    T,
+    NB,
+    H,
+    G,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NEG: tl.constexpr,
+    HAS_D: tl.constexpr,
+    BF16: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     """For one chunk, head and V-block: dx, this V-block's share of d dt, and the chunk's partial
     sums for dA and dD (red is [1 + HAS_D, H, NV, B, NT]). Every product with B, C, h or dS reduces
@@ -382,11 +473,38 @@ def _sum_decay_partials(red, dA, dD, H, L, HAS_D: tl.constexpr, RB: tl.constexpr
 
 @triton.jit
 def chunk_ssd_bwd_dqk_kernel(
-    x, dt, B, C, gam, sig, h, dh, dy, dB, dC, ddt_part, ddt, red, dA, dD,
-    T, NB, H, G,
-    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NV: tl.constexpr, NVX: tl.constexpr, NEG: tl.constexpr, HAS_D: tl.constexpr, BF16: tl.constexpr,
-    PREC: tl.constexpr, RB: tl.constexpr,
+    x,
+    dt,
+    B,
+    C,
+    gam,
+    sig,
+    h,
+    dh,
+    dy,
+    dB,
+    dC,
+    ddt_part,
+    ddt,
+    red,
+    dA,
+    dD,
+    T,
+    NB,
+    H,
+    G,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NV: tl.constexpr,
+    NVX: tl.constexpr,
+    NEG: tl.constexpr,
+    HAS_D: tl.constexpr,
+    BF16: tl.constexpr,
+    PREC: tl.constexpr,
+    RB: tl.constexpr,
 ):
     """dB and dC of one chunk, one K-block and one B/C group, its heads summed here. The launch runs
     after the dx kernel, so it also finishes that kernel's reductions: the first K-block sums the
@@ -444,8 +562,9 @@ def chunk_ssd_bwd_dqk_kernel(
                 b_dks += tl.dot(_op(b_x, BF16), tl.trans(_op(b_dS, BF16)), input_precision=PREC)
             b_lam = b_sig * tl.exp(b_g)  # decay from the chunk start
             b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g)  # decay to the chunk end
-            b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * \
-                (b_sig[:, None] * b_sig[None, :])
+            b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0) * (
+                b_sig[:, None] * b_sig[None, :]
+            )
             b_ds = b_dp * b_M  # [BT, BT] (i, j)
             b_dC += b_lam[:, None] * b_dqs
             b_dC += tl.dot(_op(b_ds * b_dt[None, :], BF16), _op(b_b, BF16), input_precision=PREC)
@@ -553,29 +672,66 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
         gam = torch.empty(n_batch, num_heads, NT * cfg.BT, device=dev, dtype=f32)  # Γ per chunk
         sig = torch.empty_like(gam) if allow_neg_eigval else gam  # σ per chunk
         # chunk-start states in the operand dtype: the carried state itself stays fp32 in registers
-        h = torch.empty(n_batch, num_heads, NT, dim_k, dim_v, device=dev,
-                        dtype=torch.bfloat16 if common["BF16"] else f32)
+        h = torch.empty(
+            n_batch, num_heads, NT, dim_k, dim_v, device=dev, dtype=torch.bfloat16 if common["BF16"] else f32
+        )
     else:
         gam = sig = h = None
     if not decay_in_walk:
-        chunk_ssd_decay_kernel[(NT, n_bh)](dt, A, gam, sig, seq_len, num_heads, BT=cfg.BT,
-                                           NEG=allow_neg_eigval)
+        chunk_ssd_decay_kernel[(NT, n_bh)](
+            dt, A, gam, sig, seq_len, num_heads, BT=cfg.BT, NEG=allow_neg_eigval
+        )
     y = torch.empty(x.shape, device=dev, dtype=x.dtype)
     ht = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) if output_final_state else None
     c = cfg.walk_o if one_launch else cfg.h
     chunk_ssd_fwd_h_kernel[(n_bh, triton.cdiv(dim_k, c.BK), triton.cdiv(dim_v, c.BV))](
-        x, dt, A, B, C, x if D is None else D, x if gam is None else gam, x if sig is None else sig,
-        x if initial_state is None else initial_state, x if h is None else h, x if ht is None else ht, y,
-        seq_len, num_heads, n_groups, BK=c.BK, BV=c.BV,
-        USE_H0=initial_state is not None, STORE_FINAL=output_final_state, DECAY=decay_in_walk,
-        OUT=one_launch, STORE_H=save_states, HAS_D=D is not None,
-        num_warps=c.num_warps, num_stages=c.num_stages, **common,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        x if D is None else D,
+        x if gam is None else gam,
+        x if sig is None else sig,
+        x if initial_state is None else initial_state,
+        x if h is None else h,
+        x if ht is None else ht,
+        y,
+        seq_len,
+        num_heads,
+        n_groups,
+        BK=c.BK,
+        BV=c.BV,
+        USE_H0=initial_state is not None,
+        STORE_FINAL=output_final_state,
+        DECAY=decay_in_walk,
+        OUT=one_launch,
+        STORE_H=save_states,
+        HAS_D=D is not None,
+        num_warps=c.num_warps,
+        num_stages=c.num_stages,
+        **common,
     )
     if not one_launch:
         c = cfg.o
         chunk_ssd_fwd_o_kernel[(NT * n_bh, triton.cdiv(dim_v, c.BV))](
-            x, dt, B, C, x if D is None else D, gam, sig, h, y, seq_len, num_heads, n_groups,
-            BK=c.BK, BV=c.BV, HAS_D=D is not None, num_warps=c.num_warps, num_stages=c.num_stages,
+            x,
+            dt,
+            B,
+            C,
+            x if D is None else D,
+            gam,
+            sig,
+            h,
+            y,
+            seq_len,
+            num_heads,
+            n_groups,
+            BK=c.BK,
+            BV=c.BV,
+            HAS_D=D is not None,
+            num_warps=c.num_warps,
+            num_stages=c.num_stages,
             **common,
         )
     return y, ht, h, gam, sig
@@ -588,14 +744,30 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     cfg, NT, common = _setup(x, B, C, allow_neg_eigval)
     dev, f32 = x.device, torch.float32
     dh = torch.empty(h.shape, device=dev, dtype=h.dtype)  # gradients of the chunk-end states
-    dh0 = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) \
-        if initial_state is not None else None
+    dh0 = (
+        torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32)
+        if initial_state is not None
+        else None
+    )
     c = cfg.dh
     chunk_ssd_bwd_dh_kernel[(n_bh, triton.cdiv(dim_k, c.BK), triton.cdiv(dim_v, c.BV))](
-        C, dy, gam, sig, dy if dht is None else dht, dh, dh if dh0 is None else dh0,
-        seq_len, num_heads, n_groups, BK=c.BK, BV=c.BV,
-        USE_DHT=dht is not None, USE_H0=initial_state is not None,
-        num_warps=c.num_warps, num_stages=c.num_stages, **common,
+        C,
+        dy,
+        gam,
+        sig,
+        dy if dht is None else dht,
+        dh,
+        dh if dh0 is None else dh0,
+        seq_len,
+        num_heads,
+        n_groups,
+        BK=c.BK,
+        BV=c.BV,
+        USE_DHT=dht is not None,
+        USE_H0=initial_state is not None,
+        num_warps=c.num_warps,
+        num_stages=c.num_stages,
+        **common,
     )
     c = cfg.dx
     NVX = triton.cdiv(dim_v, c.BV)
@@ -605,9 +777,30 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     ddt_part = torch.empty(NVX, *dt.shape, device=dev, dtype=f32) if NVX > 1 else ddt
     red = torch.empty(1 + (D is not None), num_heads, NVX, n_batch, NT, device=dev, dtype=f32)  # dA, dD
     chunk_ssd_bwd_dx_kernel[(NT * n_bh, NVX)](
-        x, dt, A, B, C, x if D is None else D, gam, sig, h, dh, dy, dx, ddt_part, red,
-        seq_len, n_batch, num_heads, n_groups, BK=c.BK, BV=c.BV, HAS_D=D is not None,
-        num_warps=c.num_warps, num_stages=c.num_stages, **common,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        x if D is None else D,
+        gam,
+        sig,
+        h,
+        dh,
+        dy,
+        dx,
+        ddt_part,
+        red,
+        seq_len,
+        n_batch,
+        num_heads,
+        n_groups,
+        BK=c.BK,
+        BV=c.BV,
+        HAS_D=D is not None,
+        num_warps=c.num_warps,
+        num_stages=c.num_stages,
+        **common,
     )
     c = cfg.dqk
     dB = torch.empty(B.shape, device=dev, dtype=B.dtype)
@@ -616,9 +809,35 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     dD = torch.empty(D.shape, device=dev, dtype=D.dtype) if D is not None else None
     # one program past the chunks' sums dA and dD
     chunk_ssd_bwd_dqk_kernel[(NT * n_batch * n_groups + 1, triton.cdiv(dim_k, c.BK))](
-        x, dt, B, C, gam, sig, h, dh, dy, dB, dC, ddt_part, ddt, red, dA, dA if dD is None else dD,
-        seq_len, n_batch, num_heads, n_groups, BK=c.BK, BV=c.BV, NV=triton.cdiv(dim_v, c.BV), NVX=NVX,
-        HAS_D=D is not None, RB=512, num_warps=c.num_warps, num_stages=c.num_stages, **common,
+        x,
+        dt,
+        B,
+        C,
+        gam,
+        sig,
+        h,
+        dh,
+        dy,
+        dB,
+        dC,
+        ddt_part,
+        ddt,
+        red,
+        dA,
+        dA if dD is None else dD,
+        seq_len,
+        n_batch,
+        num_heads,
+        n_groups,
+        BK=c.BK,
+        BV=c.BV,
+        NV=triton.cdiv(dim_v, c.BV),
+        NVX=NVX,
+        HAS_D=D is not None,
+        RB=512,
+        num_warps=c.num_warps,
+        num_stages=c.num_stages,
+        **common,
     )
     dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
     return dx, ddt, dA, dB, dC, dD, dh0
@@ -627,8 +846,9 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
 class ChunkSSDFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval):
-        y, ht, h, gam, sig = chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state,
-                                           allow_neg_eigval)
+        y, ht, h, gam, sig = chunk_ssd_fwd(
+            x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval
+        )
         ctx.save_for_backward(x, dt, A, B, C, D, initial_state)
         # intermediates, neither inputs nor outputs: held on ctx (no saved-variable packing)
         ctx.states = h, gam, sig
@@ -639,8 +859,21 @@ class ChunkSSDFunction(torch.autograd.Function):
     def backward(ctx, dy, dht):
         x, dt, A, B, C, D, initial_state = ctx.saved_tensors
         h, gam, sig = ctx.states
-        grads = chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy.contiguous(),
-                              None if dht is None else dht.contiguous(), ctx.allow_neg_eigval)
+        grads = chunk_ssd_bwd(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            D,
+            initial_state,
+            h,
+            gam,
+            sig,
+            dy.contiguous(),
+            None if dht is None else dht.contiguous(),
+            ctx.allow_neg_eigval,
+        )
         return (*grads, None, None)
 
 
@@ -655,22 +888,30 @@ def _check(x, dt, A, B, C, D, initial_state, backend):
     if tuple(A.shape) != (num_heads,):
         raise ValueError(f"A must be [H] = {(num_heads,)}, got {tuple(A.shape)}")
     if B.dim() != 4 or B.shape[:2] != (n_batch, seq_len) or B.shape != C.shape:
-        raise ValueError(f"B and C must both be [B, T, G, K] with B, T = {(n_batch, seq_len)}, "
-                         f"got {tuple(B.shape)} and {tuple(C.shape)}")
+        raise ValueError(
+            f"B and C must both be [B, T, G, K] with B, T = {(n_batch, seq_len)}, "
+            f"got {tuple(B.shape)} and {tuple(C.shape)}"
+        )
     n_groups, dim_k = B.shape[2:]
     if num_heads % n_groups:
         raise ValueError(f"n_groups (B.shape[2] = {n_groups}) must divide H = {num_heads}")
     if D is not None and tuple(D.shape) != (num_heads,):
         raise ValueError(f"D must be [H] = {(num_heads,)} or None, got {tuple(D.shape)}")
     if initial_state is not None and tuple(initial_state.shape) != (n_batch, num_heads, dim_k, dim_v):
-        raise ValueError(f"initial_state must be [B, H, K, V] = {(n_batch, num_heads, dim_k, dim_v)}, "
-                         f"got {tuple(initial_state.shape)}")
+        raise ValueError(
+            f"initial_state must be [B, H, K, V] = {(n_batch, num_heads, dim_k, dim_v)}, "
+            f"got {tuple(initial_state.shape)}"
+        )
     if backend == "triton" and x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got device "
-                         f"{x.device}; use backend='torch'")
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got device "
+            f"{x.device}; use backend='torch'"
+        )
     if backend == "triton" and (dim_k > 256 or dim_v > 128):
-        raise ValueError(f"the triton backend takes K (d_state) <= 256 and V (headdim) <= 128, "
-                         f"got K = {dim_k}, V = {dim_v}; use backend='torch'")
+        raise ValueError(
+            f"the triton backend takes K (d_state) <= 256 and V (headdim) <= 128, "
+            f"got K = {dim_k}, V = {dim_v}; use backend='torch'"
+        )
 
 
 def chunk_ssd(
