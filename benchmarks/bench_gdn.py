@@ -31,11 +31,11 @@ from kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gat
 # Launch-config variants of ours: chunk size C and overrides of _launch_config. Each kernel's time is
 # read separately from the profile, so one variant tries settings of several kernels at once.
 VARIANTS = [
-    dict(C=64, warps_wy=4, warps_qk=4),
-    dict(C=64, warps_wy=4, warps_qk=4, stages_bwd=2),
-    dict(C=64, warps_wy=4, warps_qk=8, stages_bwd=2),
-    dict(C=64, warps_wy=4, warps_qk=4, BV_bwd=32, stages_bwd=2),
-    dict(C=64, warps_prep=8, stages_seq=2, warps_seq=8),
+    dict(C=64, BV_bwd=32),
+    dict(C=64, warps_qk=8),
+    dict(C=64, warps_wy=8, warps_qk=8),
+    dict(C=64, BK=32),  # narrow key tiles (K = 32 only)
+    dict(C=64, BV_seq=32, BV_prep=32, BV_o=32),  # narrow value tiles (V = 32 only)
 ]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 

@@ -3,9 +3,10 @@ form A; invert; store T in bf16 and w = T(β e^G k)), to choose the formulation 
 
     python benchmarks/bench_gdn_inverse.py [--shapes 0,1,2,3]
 
-  library    chunk.py's _unit_lower_inverse (16×16 diagonal blocks by forward substitution, then merges)
-  doubling   merges only, from 1×1 blocks: log2(C) rounds of two C×C products
-  batched    16×16 blocks by doubling with batched 16×16 products, then the C×C merges
+  library       chunk.py's _unit_lower_inverse (16×16 diagonal blocks by doubling with batched 16×16
+                products, then C×C merges)
+  doubling      merges only, from 1×1 blocks: log2(C) rounds of two C×C products
+  substitution  16×16 diagonal blocks row by row (forward substitution), then the C×C merges
   identity   no inverse (T = I): the cost of everything else
 GPU time per call: triton.testing.do_bench median; the error of T against a float64 inverse (bf16
 storage: ~3e-3 expected). Needs a CUDA GPU (or TRITON_INTERPRET=1 for a check at one small shape).
@@ -22,28 +23,21 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from kernels.gated_delta_rule.chunk import _decay_matrix, _ld, _load_gb, _unit_lower_inverse  # noqa: E402
+from kernels.gated_delta_rule.chunk import (  # noqa: E402
+    _decay_matrix,
+    _ld,
+    _load_gb,
+    _merge_rounds,
+    _unit_lower_inverse,
+)
 
 SHAPES = [(64, 256, 4, 32), (64, 512, 4, 64), (8, 2048, 8, 64), (2, 8192, 16, 128)]
-MODES = ("library", "doubling", "batched", "identity")
+MODES = ("library", "doubling", "substitution", "identity")
 
 
 @triton.jit
-def _merge_rounds(b_T, b_A, C: tl.constexpr, LV0: tl.constexpr, PRECISION: tl.constexpr):
-    o_c = tl.arange(0, C)
-    for lv in tl.static_range(LV0, C.bit_length() - 1):
-        m_l = (
-            ((o_c[:, None] >> (lv + 1)) == (o_c[None, :] >> (lv + 1)))
-            & (((o_c[:, None] >> lv) & 1) == 1)
-            & (((o_c[None, :] >> lv) & 1) == 0)
-        )
-        b_TL = tl.dot(b_T, tl.where(m_l, b_A, 0.0), input_precision=PRECISION)
-        b_T = b_T - tl.dot(b_TL, b_T, input_precision=PRECISION)
-    return b_T
-
-
-@triton.jit
-def _inverse_batched(b_A, C: tl.constexpr, PRECISION: tl.constexpr):
+def _inverse_substitution(b_A, C: tl.constexpr, PRECISION: tl.constexpr):
+    """The 16×16 diagonal blocks row by row (row i = e_i − Σ_{j<i} A_ij row j), then the merges."""
     NB: tl.constexpr = C // 16
     o_b = tl.arange(0, NB)
     o_i = tl.arange(0, 16)
@@ -51,12 +45,11 @@ def _inverse_batched(b_A, C: tl.constexpr, PRECISION: tl.constexpr):
     b_D = tl.sum(tl.where(m_blk, tl.reshape(b_A, (NB, 16, NB, 16)), 0.0), 2)  # [NB, 16, 16]
     r_i = o_i[None, :, None]
     c_i = o_i[None, None, :]
-    m0 = ((r_i >> 1) == (c_i >> 1)) & ((r_i & 1) == 1) & ((c_i & 1) == 0)
-    b_T = tl.where(r_i == c_i, 1.0, 0.0) - tl.where(m0, b_D, 0.0)
-    for lv in tl.static_range(1, 4):
-        m_l = ((r_i >> (lv + 1)) == (c_i >> (lv + 1))) & (((r_i >> lv) & 1) == 1) & (((c_i >> lv) & 1) == 0)
-        b_TL = tl.dot(b_T, tl.where(m_l, b_D, 0.0), input_precision=PRECISION)
-        b_T = b_T - tl.dot(b_TL, b_T, input_precision=PRECISION)
+    b_T = tl.where(r_i == c_i, 1.0, tl.zeros([NB, 16, 16], dtype=tl.float32))
+    for i in tl.static_range(1, 16):
+        b_a = tl.sum(tl.where(r_i == i, b_D, 0.0), 1)  # [NB, 16]
+        b_row = tl.sum(b_a[:, :, None] * b_T, 1)
+        b_T = tl.where(r_i == i, tl.where(c_i == i, 1.0, 0.0) - b_row[:, None, :], b_T)
     b_T = tl.reshape(tl.where(m_blk, tl.expand_dims(b_T, 2), 0.0), (C, C))
     return _merge_rounds(b_T, b_A, C, 4, PRECISION)
 
@@ -83,8 +76,8 @@ def inverse_probe_kernel(
             ((o_c[:, None] >> 1) == (o_c[None, :] >> 1)) & (o_c[:, None] > o_c[None, :]), b_A, 0.0
         )
         b_T = _merge_rounds(b_T, b_A, C, 1, "tf32")
-    elif MODE == "batched":
-        b_T = _inverse_batched(b_A, C, "tf32")
+    elif MODE == "substitution":
+        b_T = _inverse_substitution(b_A, C, "tf32")
     else:
         b_T = tl.where(o_c[:, None] == o_c[None, :], 1.0, 0.0) + b_A * 0.0
     d_Ai.store([i_bh, i_t, 0, 0], b_T.to(tl.bfloat16).reshape(1, 1, C, C))

@@ -117,30 +117,12 @@ def _st_s(d, i_bh, i_t, c0, x, DT: tl.constexpr, EMU: tl.constexpr):
 
 
 @triton.jit
-def _unit_lower_inverse(b_A, C: tl.constexpr, PRECISION: tl.constexpr):
-    """(I + A)⁻¹ for a strictly lower [C, C] fp32 tile. The 16×16 diagonal blocks are inverted all at
-    once by forward substitution (fp32, no products), then sibling blocks are merged,
-    [[X, 0], [L, Y]]⁻¹ = [[X⁻¹, 0], [−Y⁻¹ L X⁻¹, Y⁻¹]], i.e. T ← T − T L T with L the coupling part:
-    two rounds of two products for C = 64. Exact algebra with no growing powers of A, so it stays
-    stable for β up to 2."""
-    NB: tl.constexpr = C // 16
-    o_b = tl.arange(0, NB)
-    o_i = tl.arange(0, 16)
-    m_blk = o_b[:, None, None, None] == o_b[None, None, :, None]  # [NB, 1, NB, 1]
-    # The diagonal blocks transposed, Dt[b, j, i] = A_b[i, j]: row i of a block is then a reduction over
-    # the last axis and lands in the layout that multiplies T's rows (no layout conversion per step).
-    b_Dt = tl.sum(tl.where(m_blk, tl.reshape(tl.trans(b_A), (NB, 16, NB, 16)), 0.0), 2)  # [NB, 16, 16]
-    r_i = o_i[None, :, None]
-    c_i = o_i[None, None, :]
-    b_T = tl.where(r_i == c_i, 1.0, tl.zeros([NB, 16, 16], dtype=tl.float32))
-    for i in tl.static_range(1, 16):
-        # row i = e_i − Σ_{j<i} A_ij (row j): the rows above are final
-        b_a = tl.sum(tl.where(c_i == i, b_Dt, 0.0), 2)  # [NB, 16]: A_ij over j
-        b_row = tl.sum(b_a[:, :, None] * b_T, 1)  # [NB, 16]
-        b_T = tl.where(r_i == i, tl.where(c_i == i, 1.0, 0.0) - b_row[:, None, :], b_T)
-    b_T = tl.reshape(tl.where(m_blk, tl.expand_dims(b_T, 2), 0.0), (C, C))  # block diagonal
+def _merge_rounds(b_T, b_A, C: tl.constexpr, LV0: tl.constexpr, PRECISION: tl.constexpr):
+    """Given T with the inverses of the 2^LV0-sized diagonal blocks of I + A, merge sibling blocks
+    until T = (I + A)⁻¹: [[X, 0], [L, Y]]⁻¹ = [[X⁻¹, 0], [−Y⁻¹ L X⁻¹, Y⁻¹]], i.e. T ← T − T L T with L
+    the part of A coupling the siblings."""
     o_c = tl.arange(0, C)
-    for lv in tl.static_range(4, C.bit_length() - 1):
+    for lv in tl.static_range(LV0, C.bit_length() - 1):
         m_l = (
             ((o_c[:, None] >> (lv + 1)) == (o_c[None, :] >> (lv + 1)))
             & (((o_c[:, None] >> lv) & 1) == 1)
@@ -149,6 +131,30 @@ def _unit_lower_inverse(b_A, C: tl.constexpr, PRECISION: tl.constexpr):
         b_TL = tl.dot(b_T, tl.where(m_l, b_A, 0.0), input_precision=PRECISION)
         b_T = b_T - tl.dot(b_TL, b_T, input_precision=PRECISION)
     return b_T
+
+
+@triton.jit
+def _unit_lower_inverse(b_A, C: tl.constexpr, PRECISION: tl.constexpr):
+    """(I + A)⁻¹ for a strictly lower [C, C] fp32 tile, by doubling: the 16×16 diagonal blocks all at
+    once with batched 16×16 products (pairs, then 4, 8, 16), then sibling blocks of the whole tile
+    (two rounds of two C×C products for C = 64). Exact algebra with no growing powers of A, so it
+    stays stable for β up to 2. This order took half the time of doubling on the whole tile, and a
+    third of row-by-row substitution in the blocks (H100, benchmarks/bench_gdn_inverse.py)."""
+    NB: tl.constexpr = C // 16
+    o_b = tl.arange(0, NB)
+    o_i = tl.arange(0, 16)
+    m_blk = o_b[:, None, None, None] == o_b[None, None, :, None]  # [NB, 1, NB, 1]
+    b_D = tl.sum(tl.where(m_blk, tl.reshape(b_A, (NB, 16, NB, 16)), 0.0), 2)  # [NB, 16, 16] diagonal blocks
+    r_i = o_i[None, :, None]
+    c_i = o_i[None, None, :]
+    m_0 = ((r_i >> 1) == (c_i >> 1)) & ((r_i & 1) == 1) & ((c_i & 1) == 0)
+    b_T = tl.where(r_i == c_i, 1.0, 0.0) - tl.where(m_0, b_D, 0.0)  # 2×2 blocks: [[1, 0], [−a, 1]]
+    for lv in tl.static_range(1, 4):
+        m_l = ((r_i >> (lv + 1)) == (c_i >> (lv + 1))) & (((r_i >> lv) & 1) == 1) & (((c_i >> lv) & 1) == 0)
+        b_TL = tl.dot(b_T, tl.where(m_l, b_D, 0.0), input_precision=PRECISION)
+        b_T = b_T - tl.dot(b_TL, b_T, input_precision=PRECISION)
+    b_T = tl.reshape(tl.where(m_blk, tl.expand_dims(b_T, 2), 0.0), (C, C))  # block diagonal
+    return _merge_rounds(b_T, b_A, C, 4, PRECISION)
 
 
 @triton.jit
@@ -548,10 +554,11 @@ def _width(x: int, half: bool, key: bool) -> int:
 def _launch_config(BH: int, K: int, V: int, half: bool, wide: bool = True) -> dict:
     """Block sizes and warps per kernel (read, never mutate); `wide=False` skips the widening of narrow
     half-precision tiles (`_width`). The sequential sweeps are parallel only over B·H and V blocks: BV
-    shrinks until the grid covers the GPU's SMs about twice; at K = 128 two pipeline stages, so that
-    two programs fit an SM's shared memory. The gradient kernels walk V in 16-wide blocks with 4 warps
-    (two programs per SM; 8 warps for bwd_qk at K = 128, whose registers would spill). H100 timings of
-    these choices and the alternatives: `bench_gdn.py --variants`, benchmarks/RESULTS.md."""
+    shrinks until the grid covers the GPU's SMs about twice; the reverse sweep at K = 128 has two
+    pipeline stages, so that two programs fit an SM's shared memory (the forward sweep was slower so).
+    The gradient kernels walk V in 16-wide blocks with 4 warps (two programs per SM; 8 warps for bwd_qk
+    at K = 128, whose registers would spill). H100 timings of these choices and the alternatives:
+    `bench_gdn.py --variants`, benchmarks/RESULTS.md."""
     BK = max(16, triton.next_power_of_2(K))
     BV_max = max(16, min(triton.next_power_of_2(V), 64 if BK <= 128 else 32))
     BV_seq = BV_max
@@ -560,7 +567,8 @@ def _launch_config(BH: int, K: int, V: int, half: bool, wide: bool = True) -> di
     cfg = dict(
         BK=BK, BV_prep=BV_max, BV_seq=BV_seq, BV_o=BV_max, BV_bwd=16 if half else min(BV_max, 32),
         warps_prep=4, warps_seq=4, warps_o=4, warps_wy=4 if half or BK <= 32 else 8,
-        warps_qk=(4 if BK <= 64 else 8) if half else (4 if BK <= 32 else 8), stages_seq=3 if BK <= 64 else 2,
+        warps_qk=(4 if BK <= 64 else 8) if half else (4 if BK <= 32 else 8), stages_fwd_h=3,
+        stages_bwd_dh=3 if BK <= 64 else 2,
         stages_bwd=3 if half else 2,
     )  # fmt: skip
     if not wide:
@@ -627,7 +635,7 @@ def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_fi
         _td(kt, C, BK), _td(w, C, BK), _td(u, C, BVs), gl,
         _sd(initial_state, BK, BVs), _sd(hs, BK, BVs), _td(dlt, C, BVs),
         _sd(ht, BK, BVs), T, BV=BVs, USE_H0=initial_state is not None, STORE_HT=output_final_state,
-        **common, num_warps=cfg["warps_seq"], num_stages=cfg["stages_seq"],
+        **common, num_warps=cfg["warps_seq"], num_stages=cfg["stages_fwd_h"],
     )  # fmt: skip
     chunk_gated_delta_rule_fwd_o_kernel[(triton.cdiv(V, BVo), NT, B * H)](
         _td(q, C, BK), _td(k, C, BK), g, _sd(hs, BK, BVo), _td(dlt, C, BVo),
@@ -659,7 +667,7 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, saved, do, dht, scale, use_h0, 
         _td(qg, C, BK), _td(kt, C, BK), _td(w, C, BK), gl, _td(do, C, BVs),
         _td(ddl, C, BVs), _sd(dht, BK, BVs), _sd(dh, BK, BVs), _td(dd, C, BVs),
         _sd(dh0, BK, BVs), T, BV=BVs, USE_DHT=dht is not None, STORE_DH0=use_h0, **common,
-        num_warps=cfg["warps_seq"], num_stages=cfg["stages_seq"],
+        num_warps=cfg["warps_seq"], num_stages=cfg["stages_bwd_dh"],
     )  # fmt: skip
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dg, dbeta = torch.empty_like(g), torch.empty_like(beta)
