@@ -262,14 +262,7 @@ def tail_variants(shape):
                     dict(ONE_LAUNCH_MAX_CHUNKS=big),
                 )
             )
-    out += [
-        ("o K 64", rep(base, o=rep(base.o, BK=min(64, BK))), {}),
-        ("dx all of K", rep(base, dx=rep(base.dx, BK=BK)), {}),
-        ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
-        ("o/dx 2 warps", rep(base, o=rep(base.o, num_warps=2), dx=rep(base.dx, num_warps=2)), {}),
-        ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
-        ("o BV 128 8w", rep(base, o=kc(base.o.BK, min(128, base.o.BV * 2), 8, 2)), {}),
-    ]
+    out += [(f"o HB {hb}", rep(base, o=rep(base.o, HB=hb)), {}) for hb in (1, 2, 4, 8, 16) if hb != base.o.HB]
     for h in [(32, 32, 4, 3), (64, 64, 8, 3), (16, 32, 4, 3)]:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     return out
@@ -283,6 +276,8 @@ def main_tail(args):
         shape = SHAPES[int(i)]
         fns = callables(shape)
         for label, cfg, consts in tail_variants(shape):
+            if not label.startswith(tuple(args.variants.split(","))):
+                continue
             chunk._launch_config = lambda *a, c=cfg: c
             for k, v in consts.items():
                 setattr(chunk, k, v)
@@ -505,6 +500,7 @@ if __name__ == "__main__":
     parser.add_argument("--shapes", default="0,1,2,3", help="indices into SHAPES for --sweep")
     parser.add_argument("--compile-only", action="store_true", help="with --sweep/--tail: compile only")
     parser.add_argument("--tail", action="store_true", help="time the variants of tail_variants")
+    parser.add_argument("--variants", default="", help="with --tail: only variants whose label starts so")
     parser.add_argument("--host", action="store_true", help="where the host time of a call goes")
     parser.add_argument("--warm-only", action="store_true", help="compile ours at every shape")
     args = parser.parse_args()

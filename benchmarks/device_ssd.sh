@@ -34,7 +34,8 @@ timeout "$test_s" python3 benchmarks/bench_ssd.py --warm-only >"$logs/warm.log" 
 pids+=($!)
 # WARM_TAIL="0,3": compile bench_ssd.py --tail's variants at those shapes beside the tests, one process each
 for s in ${WARM_TAIL//,/ }; do
-  timeout "$test_s" python3 benchmarks/bench_ssd.py --tail --compile-only --shapes "$s" >"$logs/warm_tail_$s.log" 2>&1 &
+  timeout "$test_s" python3 benchmarks/bench_ssd.py --tail --compile-only --shapes "$s" \
+    --variants "${TAIL_VARIANTS:-}" >"$logs/warm_tail_$s.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done

@@ -116,15 +116,17 @@ def test_triton_matches_recurrence_fp32(shape, neg, poisoned):
 @pytest.mark.parametrize(("neg", "forward"),
                          [(False, "walk_decay"), (True, "decay_kernel"), (True, "one_launch")])
 def test_triton_split_tiles_match_recurrence(neg, forward, poisoned, monkeypatch):
-    # Every kernel split into several K- and V-blocks (the o and dx kernels walk K in three blocks,
-    # the dB/dC kernel sums the dx kernel's V-block shares of d dt), as the launch configuration does
-    # at large K and V on a GPU. The forward: the walk forms the chunk decays, or their own kernel
-    # does, or the walk (all of K, three V-blocks) gives y as well.
+    # Every kernel split into several K- and V-blocks (the dx kernel walks K in three blocks, the
+    # dB/dC kernel sums the dx kernel's V-block shares of d dt), as the launch configuration does at
+    # large K and V on a GPU. The forward: the walk forms the chunk decays, or their own kernel does,
+    # or the walk (all of K, three V-blocks) gives y as well; the output kernel takes two heads.
     from kernels.ssd import chunk
 
     small = chunk.KernelConfig(BK=16, BV=16, num_warps=4, num_stages=2)
     walk_o = chunk.KernelConfig(BK=64, BV=16, num_warps=4, num_stages=2) if forward == "one_launch" else None
-    cfg = chunk.LaunchConfig(BT=32, h=small, o=small, dh=small, dx=small, dqk=small, walk_o=walk_o)
+    # the output kernel over both heads of a group: with all of K in one block, or walking K
+    o = chunk.KernelConfig(BK=64 if forward == "walk_decay" else 16, BV=16, num_warps=4, num_stages=2, HB=2)
+    cfg = chunk.LaunchConfig(BT=32, h=small, o=o, dh=small, dx=small, dqk=small, walk_o=walk_o)
     monkeypatch.setattr(chunk, "_launch_config", lambda *args: cfg)
     monkeypatch.setattr(chunk, "WALK_DECAY_MAX_CHUNKS", 0 if forward == "decay_kernel" else 16)
     inputs = make_inputs(2, 75, 4, 2, 40, 36, dtype=torch.float32, device=DEVICE, seed=5)
@@ -242,11 +244,15 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
     cfg = chunk._launch_config(2, dim_k, dim_v, bf16)
     common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16))
     n_v = triton.cdiv(dim_v, cfg.dx.BV)
+    walk = cfg.walk_o or cfg.h
     launches = [
         (chunk.chunk_ssd_decay_kernel, dict(BT=cfg.BT, NEG=True), chunk.KernelConfig(0, 0, 4, 2)),
+        # the walk in its one-launch form (giving y too) where the configuration has one
         (chunk.chunk_ssd_fwd_h_kernel,
-         common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True, DECAY=True), cfg.h),
-        (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True), cfg.o),
+         common | dict(BK=walk.BK, BV=walk.BV, USE_H0=True, STORE_FINAL=True, DECAY=True,
+                       OUT=cfg.walk_o is not None, STORE_H=True, HAS_D=True), walk),
+        (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True, HB=cfg.o.HB),
+         cfg.o),
         (chunk.chunk_ssd_bwd_dh_kernel, common | dict(BK=cfg.dh.BK, BV=cfg.dh.BV, USE_DHT=True, USE_H0=True),
          cfg.dh),
         (chunk.chunk_ssd_bwd_dx_kernel, common | dict(BK=cfg.dx.BK, BV=cfg.dx.BV, HAS_D=True), cfg.dx),
@@ -279,14 +285,16 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
 def test_launch_configs_fit_hopper_shared_memory():
     # The largest tiles of each dtype, compiled for sm_90 in processes without the interpreter, side by
     # side: every kernel's shared memory within Hopper's 227 KB. bf16 at K = V = 128 all kernels; fp32
-    # the dB/dC kernel at K = V = 128 (its largest tiles) and the all-of-K kernels at K = 256.
+    # the dB/dC kernel at K = V = 128 (its largest tiles), the all-of-K kernels at K = 256 and the
+    # one-launch forward walk at K = V = 64 (compiled in plain Python, this also checks what the
+    # interpreter cannot: e.g. names used outside the scope the compiler gives them).
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     if not os.path.exists(ptxas):
         pytest.skip("triton without its bundled ptxas")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     procs = {}
     cases = [(128, 128, False, ("dqk_kernel",)), (256, 96, False, ("o_kernel", "dx_kernel")),
-             (128, 128, True, None)]
+             (128, 128, True, None), (64, 64, False, ("fwd_h_kernel",))]
     for dims in cases:
         code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_ssd; "
                 f"print(test_ssd.shared_memory_bytes(*{dims}))")
