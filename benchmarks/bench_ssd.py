@@ -262,7 +262,12 @@ def tail_variants(shape):
                     dict(ONE_LAUNCH_MAX_CHUNKS=big),
                 )
             )
-    out += [(f"o HB {hb}", rep(base, o=rep(base.o, HB=hb)), {}) for hb in (1, 2, 4, 8, 16) if hb != base.o.HB]
+    out += [
+        ("o K 64", rep(base, o=rep(base.o, BK=min(64, BK))), {}),
+        ("dx all of K", rep(base, dx=rep(base.dx, BK=BK)), {}),
+        ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
+        ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
+    ]
     for h in [(32, 32, 4, 3), (64, 64, 8, 3), (16, 32, 4, 3)]:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     return out

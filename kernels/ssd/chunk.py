@@ -10,7 +10,6 @@ group so that the group sum happens in registers. The derivation is in README.md
 """
 
 import functools
-import math
 import os
 from dataclasses import dataclass
 
@@ -223,19 +222,34 @@ def chunk_ssd_fwd_h_kernel(
 
 @triton.jit
 def chunk_ssd_fwd_o_kernel(
-    x, dt, B, C, D, gam, sig, h, y,
-    T, H, G,
-    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NEG: tl.constexpr, HAS_D: tl.constexpr, BF16: tl.constexpr, PREC: tl.constexpr, HB: tl.constexpr,
+    x,
+    dt,
+    B,
+    C,
+    D,
+    gam,
+    sig,
+    h,
+    y,
+    T,
+    H,
+    G,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NEG: tl.constexpr,
+    HAS_D: tl.constexpr,
+    BF16: tl.constexpr,
+    PREC: tl.constexpr,
 ):
-    """y of one chunk and V-block for HB heads of one B/C group (HB divides H // G): C_i·B_j is formed
-    once for them all, as heads of a group share B and C. K is walked in blocks of BK."""
-    i_p, i_v = tl.program_id(0), tl.program_id(1)
+    """y of one chunk and V-block; K is walked in blocks of BK (both products reduce over K)."""
+    i_tbh, i_v = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
-    NHB = (H // G) // HB
-    i_t, i_r = i_p % NT, i_p // NT
-    i_hb, i_bg = i_r % NHB, i_r // NHB
-    i_b, i_g = i_bg // G, i_bg % G
+    i_bh, i_t = i_tbh // NT, i_tbh % NT
+    i_b, i_h = i_bh // H, i_bh % H
+    i_g = i_h // (H // G)
 
     o_t = tl.arange(0, BT)
     o_v = i_v * BV + tl.arange(0, BV)
@@ -243,49 +257,34 @@ def chunk_ssd_fwd_o_kernel(
     o_row = i_b.to(tl.int64) * T + i_t * BT + o_t
     m_t = (i_t * BT + o_t) < T
     m_tv = m_t[:, None] & m_v[None, :]
-    m_causal = o_t[:, None] >= o_t[None, :]
+    o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
+    o_c = i_bh.to(tl.int64) * NT + i_t
 
-    if BK >= K:  # one K-block: the C tile stays for every head
-        o_k = tl.arange(0, BK)
+    # loads that do not depend on K first, so that they overlap the walk over K
+    b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
+    b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+    b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
+    b_qb = tl.zeros([BT, BT], dtype=tl.float32)  # C_i·B_j
+    b_qh = tl.zeros([BT, BV], dtype=tl.float32)  # C_i through the chunk-start state
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
         o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
-        b_b = tl.load(B + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-        b_q = tl.load(C + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-        b_qb = tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)  # C_i·B_j
-    else:
-        b_qb = tl.zeros([BT, BT], dtype=tl.float32)
-        for i_k in range(tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
-            b_b = tl.load(B + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-            b_q = tl.load(C + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-            b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
-    for i_j in tl.static_range(HB):  # unrolled: every head's loads can start early
-        i_h = i_g * (H // G) + i_hb * HB + i_j
-        o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
-        o_c = (i_b * H + i_h).to(tl.int64) * NT + i_t
-        b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
-        b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-        b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
-        if BK >= K:
-            b_h = tl.load(h + o_c * K * V + o_k[:, None] * V + o_v[None, :],
-                          mask=(o_k < K)[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
-            b_qh = tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)  # C_i through S₀
-        else:
-            b_qh = tl.zeros([BT, BV], dtype=tl.float32)
-            for i_k in range(tl.cdiv(K, BK)):
-                o_k = i_k * BK + tl.arange(0, BK)
-                b_q = tl.load(C + (o_row * G + i_g)[:, None] * K + o_k[None, :],
-                              mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-                b_h = tl.load(h + o_c * K * V + o_k[:, None] * V + o_v[None, :],
-                              mask=(o_k < K)[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
-                b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
-        b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0)
-        b_M *= b_sig[:, None] * (b_sig * b_dt)[None, :]  # decay j → i times dt_j
-        b_y = (b_sig * tl.exp(b_g))[:, None] * b_qh
-        b_y += tl.dot(_op(b_qb * b_M, BF16), _op(b_x, BF16), input_precision=PREC)
-        if HAS_D:
-            b_y += tl.load(D + i_h).to(tl.float32) * b_x.to(tl.float32)
-        tl.store(y + o_x, b_y.to(y.dtype.element_ty), mask=m_tv)
+        b_b = tl.load(B + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
+        b_q = tl.load(C + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
+        b_h = tl.load(
+            h + o_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0
+        )  # [BK, BV]
+        b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
+        b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
+
+    b_M = tl.where(o_t[:, None] >= o_t[None, :], tl.exp(b_g[:, None] - b_g[None, :]), 0.0)
+    b_M *= b_sig[:, None] * (b_sig * b_dt)[None, :]  # decay j → i times dt_j
+    b_y = (b_sig * tl.exp(b_g))[:, None] * b_qh
+    b_y += tl.dot(_op(b_qb * b_M, BF16), _op(b_x, BF16), input_precision=PREC)
+    if HAS_D:
+        b_y += tl.load(D + i_h).to(tl.float32) * b_x.to(tl.float32)
+    tl.store(y + o_x, b_y.to(y.dtype.element_ty), mask=m_tv)
 
 
 @triton.jit
@@ -581,7 +580,6 @@ class KernelConfig:
     BV: int
     num_warps: int
     num_stages: int
-    HB: int = 1  # output kernel: heads of one B/C group per program (at most; a divisor of H // G)
 
 
 @dataclass(frozen=True)
@@ -625,12 +623,11 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     else:
         h = KernelConfig(min(32, SK), min(32, SV), 4, 3)
         dh = KernelConfig(SK, min(32, SV), 4, 3)
-    # output kernel: all of K at once (K = 128: 126 µs against 139 walking it in blocks of 64), and
-    # at K = 128 four heads of a group per program (C·Bᵀ formed once for them; not yet measured on
-    # its own); dx kernel: K walked in blocks of 64, 3 stages (380 against 389 all at once); past
-    # K = 128 (BT = 32) 8 warps
+    # output kernel: all of K at once (K = 128: 126 µs against 139 walking it in blocks of 64);
+    # dx kernel: K walked in blocks of 64, 3 stages (380 against 389 all at once); past K = 128
+    # (BT = 32) 8 warps
     warps = 4 if BK <= 128 else 8
-    o = KernelConfig(BK, min(64, BV), warps, 2, HB=4 if BK == 128 else 1)
+    o = KernelConfig(BK, min(64, BV), warps, 2)
     dx = KernelConfig(min(64, BK), min(64, BV), warps, 3)
     if not bf16:  # fp32 tiles: 2 stages would need 193-322 KB of shared memory at K = V = 128
         dqk = KernelConfig(min(64, BK), min(64, BV), 8, 1)
@@ -717,8 +714,7 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
     )
     if not one_launch:
         c = cfg.o
-        hb = math.gcd(num_heads // n_groups, c.HB)
-        chunk_ssd_fwd_o_kernel[(NT * n_bh // hb, triton.cdiv(dim_v, c.BV))](
+        chunk_ssd_fwd_o_kernel[(NT * n_bh, triton.cdiv(dim_v, c.BV))](
             x,
             dt,
             B,
@@ -734,7 +730,6 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
             BK=c.BK,
             BV=c.BV,
             HAS_D=D is not None,
-            HB=hb,
             num_warps=c.num_warps,
             num_stages=c.num_stages,
             **common,
