@@ -1,12 +1,14 @@
 """Chunked SSD: Triton kernels, their autograd.Function, and the public `chunk_ssd`.
 
-Forward (3 launches): `chunk_ssd_decay_kernel` writes every chunk's cumulated log decays (and sign
-products); `chunk_ssd_fwd_h_kernel` walks the chunks in order doing only the state recurrence and
-stores each chunk's start state; `chunk_ssd_fwd_o_kernel` computes every chunk's output in parallel.
-Backward (3 launches and one or two small torch sums): `chunk_ssd_bwd_dh_kernel` walks the chunks in
-reverse for the gradient of each chunk's end state; `chunk_ssd_bwd_dx_kernel` gives dx and the decay
-gradients (dt, A) and dD per head, `chunk_ssd_bwd_dqk_kernel` dB and dC, owning all heads of a B/C
-group so that the group sum happens in registers. The derivation is in README.md.
+Forward (1 to 3 launches): `chunk_ssd_decay_kernel` writes every chunk's cumulated log decays (and sign
+products) where the walk is long; `chunk_ssd_fwd_h_kernel` walks the chunks in order doing the state
+recurrence (forming the decays itself on short walks) and stores each chunk's start state;
+`chunk_ssd_fwd_o_kernel` computes every chunk's output in parallel, except on the shortest walks, where
+the walk gives y itself. Backward (3 launches): `chunk_ssd_bwd_dh_kernel` walks the chunks in reverse
+for the gradient of each chunk's end state; `chunk_ssd_bwd_dx_kernel` gives dx, d dt and per-chunk
+partial sums of dA and dD; `chunk_ssd_bwd_dqk_kernel` dB and dC, owning all heads of a B/C group so
+that the group sum happens in registers, and finishes the dx kernel's sums. The derivation is in
+README.md.
 """
 
 import functools
@@ -610,6 +612,10 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     Chunk-parallel kernels: 4 warps, V-blocks of 64 (8 warps cost 1.4-1.9×: fwd_o 139 against 202 µs,
     dx 499 against 573 at (2, 8192, 16, 128)). dB/dC kernel: 4 warps at K ≤ 64 (34 against 60 µs at
     (8, 2048, 8, 64)), 8 warps and 3 stages when it walks two V-blocks per head (234 against 288 µs).
+    One-launch forward (the walk giving y, ≤ 4 chunks, K ≤ 64): 12.8 µs at (64, 256, 4, 32) against
+    13.0 for walk + output kernel and 14.2 with the decay kernel; V-blocks of 32 and 4 warps (16 wide:
+    21.9, 2 / 8 warps: 16.3 / 25.5). The decay kernel stays where the walk is long: (8, 2048, 8, 64)
+    62.4 against 66.4 forward, (2, 8192, 16, 128) 298 against 320.
     fp32 inputs reuse the tiles (the interpreter ignores all of it). Shared memory, from compiling
     every kernel for sm_90 with triton's ptxas on the CPU: at most 80 KB for bf16 and 148 KB for fp32
     (K = 256) of Hopper's 227 KB.
