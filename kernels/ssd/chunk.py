@@ -460,17 +460,16 @@ def chunk_ssd_bwd_dx_kernel(
 
 
 @triton.jit
-def _sum_decay_partials(red, dA, dD, H, L, HAS_D: tl.constexpr, RB: tl.constexpr):
-    """dA (and dD) per head: the sums of the dx kernel's L per-chunk partials, in a fixed order."""
+def _sum_decay_partial(red, dA, dD, i_s, H, L, RB: tl.constexpr):
+    """dA[i_s] (i_s < H) or dD[i_s − H]: the sum of the dx kernel's L per-chunk partials, in a fixed order."""
     o_r = tl.arange(0, RB)
-    for i_s in range((1 + HAS_D) * H):
-        b_acc = tl.zeros([RB], dtype=tl.float32)
-        for i_r in range(0, L, RB):
-            b_acc += tl.load(red + i_s * L + i_r + o_r, mask=i_r + o_r < L, other=0.0)
-        if i_s < H:
-            tl.store(dA + i_s, tl.sum(b_acc, 0).to(dA.dtype.element_ty))
-        else:
-            tl.store(dD + i_s - H, tl.sum(b_acc, 0).to(dD.dtype.element_ty))
+    b_acc = tl.zeros([RB], dtype=tl.float32)
+    for i_r in range(0, L, RB):
+        b_acc += tl.load(red + i_s.to(tl.int64) * L + i_r + o_r, mask=i_r + o_r < L, other=0.0)
+    if i_s < H:
+        tl.store(dA + i_s, tl.sum(b_acc, 0).to(dA.dtype.element_ty))
+    else:
+        tl.store(dD + i_s - H, tl.sum(b_acc, 0).to(dD.dtype.element_ty))
 
 
 @triton.jit
@@ -510,14 +509,17 @@ def chunk_ssd_bwd_dqk_kernel(
 ):
     """dB and dC of one chunk, one K-block and one B/C group, its heads summed here. The launch runs
     after the dx kernel, so it also finishes that kernel's reductions: the first K-block sums the
-    NVX V-block shares of d dt (when NVX > 1), and one extra program sums dA and dD; no torch ops
-    follow the backward kernels."""
-    i_tbg, i_k = tl.program_id(0), tl.program_id(1)
+    NVX V-block shares of d dt (when NVX > 1), and (1 + HAS_D)·H programs ahead of the chunks' sum
+    dA and dD, one value each (first in the grid, so that they overlap the rest); no torch ops follow
+    the backward kernels."""
+    i_p, i_k = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
-    if i_tbg == NT * NB * G:
+    NR = (1 + HAS_D) * H
+    if i_p < NR:
         if i_k == 0:
-            _sum_decay_partials(red, dA, dD, H, NVX * NB * NT, HAS_D, RB)
+            _sum_decay_partial(red, dA, dD, i_p, H, NVX * NB * NT, RB)
     else:
+        i_tbg = i_p - NR
         i_bg, i_t = i_tbg // NT, i_tbg % NT
         i_b, i_g = i_bg // G, i_bg % G
         HPG = H // G
@@ -613,9 +615,9 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     dx 499 against 573 at (2, 8192, 16, 128)). dB/dC kernel: 4 warps at K ≤ 64 (34 against 60 µs at
     (8, 2048, 8, 64)), 8 warps and 3 stages when it walks two V-blocks per head (234 against 288 µs).
     One-launch forward (the walk giving y, ≤ 4 chunks, K ≤ 64): 12.8 µs at (64, 256, 4, 32) against
-    13.0 for walk + output kernel and 14.2 with the decay kernel; V-blocks of 32 and 4 warps (16 wide:
-    21.9, 2 / 8 warps: 16.3 / 25.5). The decay kernel stays where the walk is long: (8, 2048, 8, 64)
-    62.4 against 66.4 forward, (2, 8192, 16, 128) 298 against 320.
+    13.0 for walk + output kernel and 14.2 with the decay kernel; V-blocks of 32, 4 warps, 2 stages
+    (12.0; 3 stages 12.8, 16 wide 21.9, 2 / 8 warps 16.3 / 25.5). The decay kernel stays where the
+    walk is long: (8, 2048, 8, 64) 62.4 against 66.4 forward, (2, 8192, 16, 128) 298 against 320.
     fp32 inputs reuse the tiles (the interpreter ignores all of it). Shared memory, from compiling
     every kernel for sm_90 with triton's ptxas on the CPU: at most 80 KB for bf16 and 148 KB for fp32
     (K = 256) of Hopper's 227 KB.
@@ -642,7 +644,7 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     else:
         dqk = KernelConfig(BK, BV, 4, 1 if BK * BV <= 1024 else 2)
     # one-launch forward: all of K (≤ 64) in the walk
-    walk_o = KernelConfig(BK, min(32, BV), 4, 3) if BK <= 64 else None
+    walk_o = KernelConfig(BK, min(32, BV), 4, 2) if BK <= 64 else None
     return LaunchConfig(BT, h, o, dh, dx, dqk, walk_o)
 
 
@@ -813,8 +815,9 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     dC = torch.empty(C.shape, device=dev, dtype=C.dtype)
     dA = torch.empty(A.shape, device=dev, dtype=A.dtype)
     dD = torch.empty(D.shape, device=dev, dtype=D.dtype) if D is not None else None
-    # one program past the chunks' sums dA and dD
-    chunk_ssd_bwd_dqk_kernel[(NT * n_batch * n_groups + 1, triton.cdiv(dim_k, c.BK))](
+    # one program per value of dA and dD ahead of the chunks' programs
+    n_sums = num_heads * (1 + (D is not None))
+    chunk_ssd_bwd_dqk_kernel[(n_sums + NT * n_batch * n_groups, triton.cdiv(dim_k, c.BK))](
         x,
         dt,
         B,
