@@ -599,7 +599,12 @@ class LaunchConfig:
 
 
 def _pow2(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def _cdiv(a: int, b: int) -> int:
+    # plain Python: triton.cdiv goes through triton's constexpr-function wrapper (µs a call on the host)
+    return -(-a // b)
 
 
 @functools.lru_cache(maxsize=256)
@@ -626,7 +631,7 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     BT = 64 if BK <= 128 else 32
     SK, SV = min(64, BK), min(64, BV)
     wide = 8 if SK * SV >= 4096 else 4
-    if n_bh * triton.cdiv(dim_k, SK) * triton.cdiv(dim_v, SV) >= 256:
+    if n_bh * _cdiv(dim_k, SK) * _cdiv(dim_v, SV) >= 256:
         h = dh = KernelConfig(SK, SV, wide, 3)
     else:
         h = KernelConfig(min(32, SK), min(32, SV), 4, 3)
@@ -663,7 +668,7 @@ def _setup(x, B, C, allow_neg_eigval):
     bf16 = _bf16_operands(x, B, C)
     cfg = _launch_config(n_batch * num_heads, dim_k, dim_v, bf16)
     common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=allow_neg_eigval, BF16=bf16, PREC=_precision(bf16))
-    return cfg, triton.cdiv(seq_len, cfg.BT), common
+    return cfg, _cdiv(seq_len, cfg.BT), common
 
 
 def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval, save_states=True):
@@ -692,7 +697,7 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
     y = torch.empty(x.shape, device=dev, dtype=x.dtype)
     ht = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) if output_final_state else None
     c = cfg.walk_o if one_launch else cfg.h
-    chunk_ssd_fwd_h_kernel[(n_bh, triton.cdiv(dim_k, c.BK), triton.cdiv(dim_v, c.BV))](
+    chunk_ssd_fwd_h_kernel[(n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV))](
         x,
         dt,
         A,
@@ -722,7 +727,7 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
     )
     if not one_launch:
         c = cfg.o
-        chunk_ssd_fwd_o_kernel[(NT * n_bh, triton.cdiv(dim_v, c.BV))](
+        chunk_ssd_fwd_o_kernel[(NT * n_bh, _cdiv(dim_v, c.BV))](
             x,
             dt,
             B,
@@ -758,7 +763,7 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
         else None
     )
     c = cfg.dh
-    chunk_ssd_bwd_dh_kernel[(n_bh, triton.cdiv(dim_k, c.BK), triton.cdiv(dim_v, c.BV))](
+    chunk_ssd_bwd_dh_kernel[(n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV))](
         C,
         dy,
         gam,
@@ -778,7 +783,7 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
         **common,
     )
     c = cfg.dx
-    NVX = triton.cdiv(dim_v, c.BV)
+    NVX = _cdiv(dim_v, c.BV)
     dx = torch.empty(x.shape, device=dev, dtype=x.dtype)
     ddt = torch.empty(dt.shape, device=dev, dtype=dt.dtype)
     # with several V-blocks their fp32 shares of d dt, summed by the dB/dC kernel
@@ -817,7 +822,7 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     dD = torch.empty(D.shape, device=dev, dtype=D.dtype) if D is not None else None
     # one program per value of dA and dD ahead of the chunks' programs
     n_sums = num_heads * (1 + (D is not None))
-    chunk_ssd_bwd_dqk_kernel[(n_sums + NT * n_batch * n_groups, triton.cdiv(dim_k, c.BK))](
+    chunk_ssd_bwd_dqk_kernel[(n_sums + NT * n_batch * n_groups, _cdiv(dim_k, c.BK))](
         x,
         dt,
         B,
@@ -840,7 +845,7 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
         n_groups,
         BK=c.BK,
         BV=c.BV,
-        NV=triton.cdiv(dim_v, c.BV),
+        NV=_cdiv(dim_v, c.BV),
         NVX=NVX,
         HAS_D=D is not None,
         RB=512,
