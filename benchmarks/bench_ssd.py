@@ -268,6 +268,7 @@ def tail_variants(shape):
         ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
         ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
     ]
+    out += [(f"o HB {hb}", rep(base, o=rep(base.o, HB=hb)), {}) for hb in (2, 4, 8, 16) if hb != base.o.HB]
     for h in [(32, 32, 4, 3), (64, 64, 8, 3), (16, 32, 4, 3)]:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     return out
