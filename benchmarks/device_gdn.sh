@@ -2,6 +2,7 @@
 # One device call for the GDN kernels: the GPU test file split over parallel pytest processes
 # (compilation is CPU-bound) while our kernels compile for the benchmark shapes, then the benchmark.
 # Usage (repo root, on the GPU machine): bash benchmarks/device_gdn.sh OUT_DIR TEST_SECONDS [BENCH ARGS...]
+# WARM_ARGS (default --no-fla; empty: fla too) and WARM_S (default TEST_SECONDS) steer the warm-up.
 set -u
 out=${1:?output directory}
 test_s=${2:-200}
@@ -23,7 +24,7 @@ for i in "${!groups[@]}"; do
     -k "${groups[$i]}" >"$out/gpu_test_gdn_$i.log" 2>&1 &
   pids+=($!)
 done
-timeout "$test_s" python3 benchmarks/bench_gdn.py --warm-only --no-fla >"$out/warm.log" 2>&1 &
+timeout "${WARM_S:-$test_s}" python3 benchmarks/bench_gdn.py --warm-only ${WARM_ARGS---no-fla} >"$out/warm.log" 2>&1 &
 pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done
 for f in "$out"/gpu_test_gdn_*.log; do echo "$(basename "$f"): $(tail -1 "$f")"; done | tee "$out/gpu_tests.txt"

@@ -623,7 +623,7 @@ def chunk_gated_delta_rule_fwd(q, k, v, g, beta, scale, initial_state, output_fi
     gl = torch.empty(B * H, NT, device=dev, dtype=torch.float32)
     u = torch.empty(B, T, H, V, device=dev, dtype=dt)
     dlt = torch.empty(B, T, H, V, device=dev, dtype=dt)
-    hs = torch.empty(B * H, NT, BK, V, device=dev, dtype=dt)  # rows past K stay zero
+    hs = torch.empty(B * H, NT, K, V, device=dev, dtype=dt)  # tiles past K: zero-filled, clipped
     o = torch.empty_like(v)
     ht = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if output_final_state else None
     common = dict(H=H, K=K, V=V, C=C, BK=BK, USE_L2NORM=use_l2norm, PRECISION=_precision(dt), EMU=INTERPRET)
@@ -657,7 +657,7 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, saved, do, dht, scale, use_h0, 
     ddl = torch.empty(B, T, H, V, device=dev, dtype=dt)
     qg = torch.empty(B, T, H, K, device=dev, dtype=dt)
     dd = torch.empty(B, T, H, V, device=dev, dtype=dt)
-    dh = torch.empty(B * H, NT, BK, V, device=dev, dtype=dt)
+    dh = torch.empty(B * H, NT, K, V, device=dev, dtype=dt)
     dh0 = torch.empty(B, H, K, V, device=dev, dtype=torch.float32) if use_h0 else None
     chunk_gated_delta_rule_bwd_dd_local_kernel[(triton.cdiv(V, BVo), NT, B * H)](
         _td(q, C, BK), _td(k, C, BK), g, _td(do, C, BVo), _td(ddl, C, BVo),
