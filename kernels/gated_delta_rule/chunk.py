@@ -1,12 +1,13 @@
 """Gated DeltaNet chunked kernels: Triton forward and backward, the autograd.Function, the public op.
 
-Six launches per training step (README.md has the algebra):
+Seven launches per training step (README.md has the algebra):
   fwd_prep      (parallel over chunks)     T = (I + A)⁻¹, w = T(βe^G k), u = T(βv)
   fwd_h         (sequential over chunks)   δ = u − w h and the state h; saves h per chunk and δ
   fwd_o         (parallel)                 o = scale((q e^G) h + (q kᵀ ⊙ Γ) δ)
   bwd_dd_local  (parallel)                 scale (q kᵀ ⊙ Γ)ᵀ do
   bwd_dh        (sequential, reversed)     dδ, dh at each chunk end, dh0
-  bwd           (parallel over chunks)     dq, dk, dv, dg, dβ from h, δ, dδ, dh
+  bwd_wy        (parallel over chunks)     dv, dβ and the A-path parts of dk, dg (through dY = Tᵀ dδ)
+  bwd_qk        (parallel over chunks)     dq, dk, dg from h, δ, dh and bwd_wy's parts
 The state is carried and accumulated in fp32; dot operands and saved intermediates are in the inputs'
 precision (bf16 under autocast, fp32 for fp32 inputs).
 """
