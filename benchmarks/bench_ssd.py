@@ -22,6 +22,7 @@ from kernels.ssd import chunk, chunk_ssd, naive_recurrent_ssd
 
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 NAIVE_MAX_T = 2048
+GROUPS = 1  # B/C groups of ours (--groups); Mamba2's default is one
 HBM_BYTES_PER_S = 3.35e12
 PEAK_FLOPS = 989e12
 
@@ -33,13 +34,13 @@ def make(shape, requires_grad, seed=0):
     x = torch.randn(n_batch, seq_len, num_heads, dim_v, **kw).bfloat16()
     dt = torch.nn.functional.softplus(torch.randn(n_batch, seq_len, num_heads, **kw) - 2.0).bfloat16()
     A = -torch.exp(torch.rand(num_heads, **kw) * 2.0)
-    B = (torch.randn(n_batch, seq_len, 1, dim_k, **kw) / dim_k**0.5).bfloat16()
-    C = (torch.randn(n_batch, seq_len, 1, dim_k, **kw) / dim_k**0.5).bfloat16()
+    B = (torch.randn(n_batch, seq_len, GROUPS, dim_k, **kw) / dim_k**0.5).bfloat16()
+    C = (torch.randn(n_batch, seq_len, GROUPS, dim_k, **kw) / dim_k**0.5).bfloat16()
     D = torch.randn(num_heads, **kw)
     ours = dict(x=x, dt=dt, A=A, B=B, C=C, D=D)
     fla = dict(
-        q=C.expand(-1, -1, num_heads, -1).contiguous(),
-        k=(B.float() * dt.float()[..., None]).bfloat16(),
+        q=C.repeat_interleave(num_heads // GROUPS, dim=2),
+        k=(B.repeat_interleave(num_heads // GROUPS, dim=2).float() * dt.float()[..., None]).bfloat16(),
         v=x.clone(),
         g=dt.float() * A,
     )
@@ -252,16 +253,21 @@ def tail_variants(shape):
         ("decay kernel", base, dict(WALK_DECAY_MAX_CHUNKS=0, ONE_LAUNCH_MAX_CHUNKS=0)),
         ("decay in walk", base, dict(WALK_DECAY_MAX_CHUNKS=big, ONE_LAUNCH_MAX_CHUNKS=0)),
     ]
-    if base.walk_o is not None:
-        out.append(("one launch", base, dict(ONE_LAUNCH_MAX_CHUNKS=big)))
-        for w in [(16, 4, 3), (64, 4, 3), (32, 2, 3), (32, 8, 3), (32, 4, 2)]:
-            out.append(
-                (
-                    f"one launch {w}",
-                    rep(base, walk_o=kc(BK, min(w[0], BV), w[1], w[2])),
-                    dict(ONE_LAUNCH_MAX_CHUNKS=big),
-                )
+    # the walk giving y at every length (all of K in one block), including where the default never
+    # takes it (K > 64: walk_o is None there)
+    walk_o = base.walk_o or kc(BK, min(32, BV), 4, 2)
+    out.append(("one launch", rep(base, walk_o=walk_o), dict(ONE_LAUNCH_MAX_CHUNKS=big)))
+    tiles = [(16, 4, 3), (64, 4, 3), (32, 2, 3), (32, 8, 3), (32, 4, 2)]
+    if BK > 64:
+        tiles = [(32, 8, 2), (16, 4, 2), (16, 8, 2), (32, 4, 3), (64, 8, 2), (64, 4, 2)]
+    for w in tiles:
+        out.append(
+            (
+                f"one launch {w}",
+                rep(base, walk_o=kc(BK, min(w[0], BV), w[1], w[2])),
+                dict(ONE_LAUNCH_MAX_CHUNKS=big),
             )
+        )
     out += [
         ("o K 64", rep(base, o=rep(base.o, BK=min(64, BK))), {}),
         ("dx all of K", rep(base, dx=rep(base.dx, BK=BK)), {}),
@@ -269,15 +275,28 @@ def tail_variants(shape):
         ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
     ]
     out += [(f"o HB {hb}", rep(base, o=rep(base.o, HB=hb)), {}) for hb in (2, 4, 8, 16) if hb != base.o.HB]
-    for h in [(32, 32, 4, 3), (64, 64, 8, 3), (16, 32, 4, 3)]:
+    walks = [(32, 32, 4, 3), (32, 32, 4, 4), (64, 64, 4, 4), (64, 64, 4, 3), (64, 32, 4, 4), (32, 64, 4, 4)]
+    walks += [(64, 64, 8, 4), (128, 32, 4, 4), (16, 32, 4, 3)]
+    for h in walks:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
+    # chunk states stored [B, H, NT] (head-major) instead of [B, NT, H]
+    out.append(("bh-major", base, dict(STATES_TIME_MAJOR=False)))
+    out.append(
+        (
+            "bh-major h (64, 64, 4, 4)",
+            rep(base, h=kc(min(64, BK), min(64, BV), 4, 4)),
+            dict(STATES_TIME_MAJOR=False),
+        )
+    )
     return out
 
 
 def main_tail(args):
     """GPU µs per kernel (forward + backward) under tail_variants, at the shapes of --shapes."""
     real_cfg = chunk._launch_config
-    real = {k: getattr(chunk, k) for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS")}
+    real = {
+        k: getattr(chunk, k) for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS", "STATES_TIME_MAJOR")
+    }
     for i in args.shapes.split(","):
         shape = SHAPES[int(i)]
         fns = callables(shape)
@@ -370,9 +389,36 @@ def main_host(args):
             dt, A, gam, gam, shape[1], shape[2], BT=64, NEG=False
         )
 
+    leaves7 = [torch.zeros(4, device="cuda", requires_grad=True) for _ in range(7)]
+
+    class Launches(torch.autograd.Function):
+        """The engine around seven inputs, an allocation and one triton launch each way."""
+
+        @staticmethod
+        def forward(ctx, *ts):
+            one_launch()
+            ctx.save_for_backward(*ts)
+            return torch.empty_like(ts[0])
+
+        @staticmethod
+        def backward(ctx, g):
+            saved = ctx.saved_tensors
+            one_launch()
+            return (torch.empty_like(g), *(None for _ in saved[1:]))
+
+    def engine_launches():
+        return torch.autograd.grad(Launches.apply(*leaves7), (leaves7[0],), g1)
+
+    grad_leaves = make(shape, requires_grad=True)[0]
+
+    def ours_fwd_grad_mode():
+        return chunk_ssd(**grad_leaves)[0]
+
     cases = dict(
         ours_fwd=fns["ours"][0],
         ours_fwd_bwd=fns["ours"][1],
+        ours_fwd_grad_mode=ours_fwd_grad_mode,
+        engine_launches=engine_launches,
         ours_direct_fwd_bwd=direct,
         ours_direct_bwd=direct_bwd,
         engine_only=engine_only,
@@ -383,7 +429,9 @@ def main_host(args):
     for name, fn in cases.items():
         print(f"host {name:22} {host_us(fn):8.1f} us/call   wall {wall_ms(fn) * 1e3:8.1f} us", flush=True)
     for idx in (0, 1):
-        thread_timeline(SHAPES[idx])
+        thread_timeline(SHAPES[idx], profile=False)
+    thread_timeline(SHAPES[0], profile=False, free_in_backward=True)
+    thread_timeline(SHAPES[0], profile=False, pause_s=1e-3)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(200):
@@ -393,7 +441,7 @@ def main_host(args):
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
-def thread_timeline(shape, n=100):
+def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=0.0):
     """Median µs of the pieces of one autograd fwd+bwd call: chunk_ssd up to the Function's forward,
     its body, the rest of chunk_ssd, from torch.autograd.grad to the backward's start (on autograd's
     device thread), the backward body, and from its end to grad's return; then a cProfile of the
@@ -405,6 +453,7 @@ def thread_timeline(shape, n=100):
     stamps = {}
     fn_cls = chunk.ChunkSSDFunction
     real_fwd, real_bwd = fn_cls.forward, fn_cls.backward
+    real_host = chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd
     prof = cProfile.Profile()
 
     def fwd(ctx, *a):
@@ -415,10 +464,28 @@ def thread_timeline(shape, n=100):
 
     def bwd(ctx, *g):
         stamps["b0"] = time.perf_counter_ns()
-        prof.enable()
+        if profile:
+            prof.enable()
         out = real_bwd(ctx, *g)
-        prof.disable()
+        if profile:
+            prof.disable()
+        if free_in_backward:
+            ctx.states = None
         stamps["b1"] = time.perf_counter_ns()
+        return out
+
+    def host_fwd(*a, **k):
+        t0 = time.perf_counter_ns()
+        out = real_host[0](*a, **k)
+        t1 = time.perf_counter_ns()
+        real_host[0](*a, **k)  # the same again at once: is only the first call after a backward slow?
+        stamps["fwd_host"], stamps["fwd_host_again"] = t1 - t0, time.perf_counter_ns() - t1
+        return out
+
+    def host_bwd(*a, **k):
+        t0 = time.perf_counter_ns()
+        out = real_host[1](*a, **k)
+        stamps["bwd_host"] = time.perf_counter_ns() - t0
         return out
 
     ours, _ = make(shape, requires_grad=True)
@@ -426,24 +493,43 @@ def thread_timeline(shape, n=100):
     dy = torch.randn_like(ours["x"])
     rows = []
     fn_cls.forward, fn_cls.backward = staticmethod(fwd), staticmethod(bwd)
+    chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd = host_fwd, host_bwd
     try:
         for i in range(n + 10):
+            if pause_s:
+                time.sleep(pause_s)
             t0 = time.perf_counter_ns()
             y, _ = chunk_ssd(**ours)
             t1 = time.perf_counter_ns()
             torch.autograd.grad(y, leaves, dy)
             t2 = time.perf_counter_ns()
             if i >= 10:
-                rows.append(dict(enter_fwd=stamps["f0"] - t0, fwd_body=stamps["f1"] - stamps["f0"],
-                                 leave_fwd=t1 - stamps["f1"], hop_in=stamps["b0"] - t1,
-                                 bwd_body=stamps["b1"] - stamps["b0"], hop_out=t2 - stamps["b1"],
-                                 total=t2 - t0))
+                rows.append(
+                    dict(
+                        enter_fwd=stamps["f0"] - t0,
+                        fwd_body=stamps["f1"] - stamps["f0"],
+                        leave_fwd=t1 - stamps["f1"],
+                        hop_in=stamps["b0"] - t1,
+                        bwd_body=stamps["b1"] - stamps["b0"],
+                        hop_out=t2 - stamps["b1"],
+                        total=t2 - t0,
+                        fwd_host=stamps["fwd_host"],
+                        fwd_host_again=stamps["fwd_host_again"],
+                        bwd_host=stamps["bwd_host"],
+                    )
+                )
     finally:
         fn_cls.forward, fn_cls.backward = real_fwd, real_bwd
+        chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd = real_host
     torch.cuda.synchronize()
     med = {k: statistics.median(r[k] for r in rows) / 1e3 for k in rows[0]}
-    print(f"timeline {shape}: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()), flush=True)
-    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    label = ("cProfile in backward" if profile else "") + (
+        " states freed in backward" if free_in_backward else ""
+    )
+    label += f" {pause_s * 1e3:g} ms pause before each call" if pause_s else ""
+    print(f"timeline {shape} {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()), flush=True)
+    if profile:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
 def warm(args):
@@ -457,12 +543,24 @@ def warm(args):
         del fns
 
 
-def kernel_times_us(fn, reps=10):
+def kernel_times_us(fn, reps=10, all_names=False):
     times = {}
     for e in cuda_events(fn, reps):
-        name = e.name if e.name.startswith("chunk_ssd") else "torch"
+        name = e.name if all_names or e.name.startswith("chunk_ssd") else "torch"
         times[name] = times.get(name, 0.0) + (e.time_range.end - e.time_range.start) / reps
     return times
+
+
+def main_fla_kernels(args):
+    """fla's GPU µs per kernel, forward (no grad) and forward+backward, at the shapes of --shapes."""
+    for i in args.shapes.split(","):
+        shape = SHAPES[int(i)]
+        fns = callables(shape)
+        for mode, idx in (("fwd", 0), ("fwd+bwd", 1)):
+            times = kernel_times_us(fns["fla"][idx], all_names=True)
+            cells = ", ".join(f"{k[:48]} {v:.1f}" for k, v in sorted(times.items(), key=lambda kv: -kv[1]))
+            print(f"fla {shape} {mode}: total {sum(times.values()):.1f} | {cells}", flush=True)
+        del fns
 
 
 def main_sweep(args):
@@ -508,8 +606,11 @@ if __name__ == "__main__":
     parser.add_argument("--tail", action="store_true", help="time the variants of tail_variants")
     parser.add_argument("--variants", default="", help="with --tail: only variants whose label starts so")
     parser.add_argument("--host", action="store_true", help="where the host time of a call goes")
+    parser.add_argument("--fla-kernels", action="store_true", help="fla's GPU time per kernel")
     parser.add_argument("--warm-only", action="store_true", help="compile ours at every shape")
+    parser.add_argument("--groups", type=int, default=1, help="B/C groups of ours (divides every H)")
     args = parser.parse_args()
+    GROUPS = args.groups
     if args.sweep:
         main_sweep(args)
         raise SystemExit
@@ -533,6 +634,9 @@ if __name__ == "__main__":
     print(f"device {torch.cuda.get_device_name()}, {versions}", flush=True)
     if args.host:
         main_host(args)
+        raise SystemExit
+    if args.fla_kernels:
+        main_fla_kernels(args)
         raise SystemExit
     rows = main_bench(args)
     if args.json and rows:

@@ -27,6 +27,7 @@ BACKENDS = ("triton", "torch")
 # up to ONE_LAUNCH_MAX_CHUNKS (with all of K in one block) it gives y as well (no output kernel)
 WALK_DECAY_MAX_CHUNKS = 8
 ONE_LAUNCH_MAX_CHUNKS = 4
+STATES_TIME_MAJOR = True
 
 
 @triton.jit
@@ -94,6 +95,17 @@ def _chunk_decay(b_dt, b_A, BT: tl.constexpr, NEG: tl.constexpr):
 
 
 @triton.jit
+def _state_row(i_b, i_h, i_t, H, NT, TMAJ: tl.constexpr):
+    """Index of chunk i_t's state of (batch i_b, head i_h) in the stack of chunk states (h, dh), in
+    units of K·V: [B, NT, H] (time-major: the walks' programs move through the chunks together, so the
+    states they store at one time lie side by side) or [B, H, NT]."""
+    if TMAJ:
+        return (i_b.to(tl.int64) * NT + i_t) * H + i_h
+    else:
+        return (i_b.to(tl.int64) * H + i_h) * NT + i_t
+
+
+@triton.jit
 def chunk_ssd_decay_kernel(
     dt,
     A,
@@ -145,6 +157,7 @@ def chunk_ssd_fwd_h_kernel(
     STORE_FINAL: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
+    TMAJ: tl.constexpr,
     DECAY: tl.constexpr,
     OUT: tl.constexpr,
     STORE_H: tl.constexpr,
@@ -175,7 +188,11 @@ def chunk_ssd_fwd_h_kernel(
         b_S += tl.load(h0 + o_bh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     for i_t in range(NT):
         if STORE_H:
-            tl.store(h + (o_bh * NT + i_t) * K * V + o_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
+            tl.store(
+                h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_kv,
+                b_S.to(h.dtype.element_ty),
+                mask=m_kv,
+            )
         o_row = bos + i_t * BT + o_t  # [BT] absolute time index, int64
         m_t = (i_t * BT + o_t) < T
         b_x = tl.load(
@@ -218,7 +235,7 @@ def chunk_ssd_fwd_h_kernel(
             )
         b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g) * b_dt  # decay to the chunk end, times dt
         b_S = b_sig_end * tl.exp(b_g_end) * b_S
-        b_S += tl.dot(_op(b_bT * b_w[None, :], BF16), _op(b_x, BF16), input_precision=PREC)
+        b_S = tl.dot(_op(b_bT, BF16), _op(b_x * b_w[:, None], BF16), b_S, input_precision=PREC)
     if STORE_FINAL:
         tl.store(ht + o_bh * K * V + o_kv, b_S, mask=m_kv)
 
@@ -246,6 +263,7 @@ def chunk_ssd_fwd_o_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
+    TMAJ: tl.constexpr,
 ):
     """y of one chunk and V-block; K is walked in blocks of BK (both products reduce over K)."""
     i_tbh, i_v = tl.program_id(0), tl.program_id(1)
@@ -276,7 +294,9 @@ def chunk_ssd_fwd_o_kernel(
         b_b = tl.load(B + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
         b_q = tl.load(C + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
         b_h = tl.load(
-            h + o_c * K * V + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :], other=0.0
+            h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :],
+            mask=m_k[:, None] & m_v[None, :],
+            other=0.0,
         )  # [BK, BV]
         b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
         b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
@@ -313,6 +333,7 @@ def chunk_ssd_fwd_o_heads_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
+    TMAJ: tl.constexpr,
     HB: tl.constexpr,
 ):
     """chunk_ssd_fwd_o_kernel for HB heads of one B/C group (HB divides H // G): C_i·B_j is formed once
@@ -356,7 +377,7 @@ def chunk_ssd_fwd_o_heads_kernel(
         b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
         if BK >= K:
             b_h = tl.load(
-                h + o_c * K * V + o_k[:, None] * V + o_v[None, :],
+                h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :],
                 mask=(o_k < K)[:, None] & m_v[None, :],
                 other=0.0,
             )  # [BK, BV]
@@ -371,7 +392,7 @@ def chunk_ssd_fwd_o_heads_kernel(
                     other=0.0,
                 )  # [BT, BK]
                 b_h = tl.load(
-                    h + o_c * K * V + o_k[:, None] * V + o_v[None, :],
+                    h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :],
                     mask=(o_k < K)[:, None] & m_v[None, :],
                     other=0.0,
                 )  # [BK, BV]
@@ -407,6 +428,7 @@ def chunk_ssd_bwd_dh_kernel(
     USE_H0: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
+    TMAJ: tl.constexpr,
 ):
     i_bh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -427,7 +449,11 @@ def chunk_ssd_bwd_dh_kernel(
         b_dS += tl.load(dht + o_bh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     for i_r in range(NT):
         i_t = NT - 1 - i_r
-        tl.store(dh + (o_bh * NT + i_t) * K * V + o_kv, b_dS.to(dh.dtype.element_ty), mask=m_kv)
+        tl.store(
+            dh + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_kv,
+            b_dS.to(dh.dtype.element_ty),
+            mask=m_kv,
+        )
         o_row = bos + i_t * BT + o_t
         m_t = (i_t * BT + o_t) < T
         b_do = tl.load(
@@ -473,6 +499,7 @@ def chunk_ssd_bwd_dx_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
+    TMAJ: tl.constexpr,
 ):
     """For one chunk, head and V-block: dx, this V-block's share of d dt, and the chunk's partial
     sums for dA and dD (red is [1 + HAS_D, H, NV, B, NT]). Every product with B, C, h or dS reduces
@@ -509,7 +536,7 @@ def chunk_ssd_bwd_dx_kernel(
         m_tk = m_t[:, None] & m_k[None, :]
         m_kv = m_k[:, None] & m_v[None, :]
         o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
-        o_h = o_c * K * V + o_k[:, None] * V + o_v[None, :]
+        o_h = _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :]
         b_b = tl.load(B + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
         b_q = tl.load(C + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
         b_h = tl.load(h + o_h, mask=m_kv, other=0.0)  # [BK, BV]
@@ -601,6 +628,7 @@ def chunk_ssd_bwd_dqk_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
+    TMAJ: tl.constexpr,
     RB: tl.constexpr,
 ):
     """dB and dC of one chunk, one K-block and one B/C group, its heads summed here. The launch runs
@@ -654,7 +682,7 @@ def chunk_ssd_bwd_dqk_kernel(
                 m_kv = m_k[:, None] & m_v[None, :]
                 b_x = tl.load(x + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
                 b_do = tl.load(dy + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
-                o_kv = o_c * K * V + o_k[:, None] * V + o_v[None, :]
+                o_kv = _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :]
                 b_h = tl.load(h + o_kv, mask=m_kv, other=0.0)  # chunk-start state, [BK, BV]
                 b_dS = tl.load(dh + o_kv, mask=m_kv, other=0.0)  # gradient of the chunk-end state
                 b_dp += tl.dot(_op(b_do, BF16), tl.trans(_op(b_x, BF16)), input_precision=PREC)
@@ -764,7 +792,15 @@ def _setup(x, B, C, allow_neg_eigval):
     n_groups, dim_k = B.shape[2:]
     bf16 = _bf16_operands(x, B, C)
     cfg = _launch_config(n_batch * num_heads, dim_k, dim_v, bf16)
-    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=allow_neg_eigval, BF16=bf16, PREC=_precision(bf16))
+    common = dict(
+        K=dim_k,
+        V=dim_v,
+        BT=cfg.BT,
+        NEG=allow_neg_eigval,
+        BF16=bf16,
+        PREC=_precision(bf16),
+        TMAJ=STATES_TIME_MAJOR,
+    )
     return cfg, _cdiv(seq_len, cfg.BT), common
 
 
@@ -783,8 +819,12 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
         sig = torch.empty_like(gam) if allow_neg_eigval else gam  # σ per chunk
         # chunk-start states in the operand dtype: the carried state itself stays fp32 in registers
         h = torch.empty(
-            n_batch, num_heads, NT, dim_k, dim_v, device=dev, dtype=torch.bfloat16 if common["BF16"] else f32
-        )
+            n_batch * num_heads * NT,
+            dim_k,
+            dim_v,
+            device=dev,
+            dtype=torch.bfloat16 if common["BF16"] else f32,
+        )  # [B, NT, H] or [B, H, NT] (_state_row) stack of [K, V]
     else:
         gam = sig = h = None
     if not decay_in_walk:
