@@ -5,7 +5,8 @@
 For each shape (B, T, H, P=V, N=K), bf16 inputs, n_groups = 1 for ours (Mamba2's default; fla has
 no grouping, so it gets per-head q = C, k = dt·B, v = x, g = dt·A prepared outside the timed call;
 ours also applies D): GPU kernel time per call (profiler sum of device activity), launches per call,
-wall time per call (triton.testing.do_bench median), the ratio to fla, and the bytes / FLOPs floor of
+wall time per call (triton.testing.do_bench median; ours and fla timed in turn five times, the median
+of each kept), the ratio to fla, and the bytes / FLOPs floor of
 the chunked algorithm (H100 SXM: 3.35 TB/s, 989 TFLOP/s bf16 dense). fla autotunes on its first
 call at each shape, which takes about a minute per shape; --impls leaves implementations out.
 """
@@ -13,6 +14,7 @@ call at each shape, which takes about a minute per shape; --impls leaves impleme
 import argparse
 import dataclasses
 import json
+import statistics
 import time
 
 import torch
@@ -23,6 +25,7 @@ from kernels.ssd import chunk, chunk_ssd, naive_recurrent_ssd
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 NAIVE_MAX_T = 2048
 GROUPS = 1  # B/C groups of ours (--groups); Mamba2's default is one
+WALL_ROUNDS = 5
 HBM_BYTES_PER_S = 3.35e12
 PEAK_FLOPS = 989e12
 
@@ -67,7 +70,7 @@ def gpu_time_and_launches(fn, reps=10):
 
 
 def wall_ms(fn):
-    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
 def floor_ms(shape, backward):
@@ -145,10 +148,18 @@ def main_bench(args):
         fns = callables(shape)
         for mode, idx in (("fwd", 0), ("fwd+bwd", 1)):
             row = dict(shape=shape, mode=mode, floor_ms=floor_ms(shape, idx == 1))
-            for name in ("ours", "fla"):
-                if name in impls:
-                    gpu, launches = gpu_time_and_launches(fns[name][idx])
-                    row[name] = dict(gpu_ms=gpu, launches=launches, wall_ms=wall_ms(fns[name][idx]))
+            names = [n for n in ("ours", "fla") if n in impls]
+            for name in names:
+                gpu, launches = gpu_time_and_launches(fns[name][idx])
+                row[name] = dict(gpu_ms=gpu, launches=launches)
+            # wall time is mostly host time at the small shapes, which drifts on a shared host: the
+            # implementations are timed in turn, WALL_ROUNDS times, and each keeps its median
+            walls = {n: [] for n in names}
+            for _ in range(WALL_ROUNDS):
+                for name in names:
+                    walls[name].append(wall_ms(fns[name][idx]))
+            for name in names:
+                row[name] |= dict(wall_ms=statistics.median(walls[name]), wall_rounds_ms=walls[name])
             if "naive" in impls:
                 scale = max(1.0, shape[1] / NAIVE_MAX_T)
                 row["naive"] = dict(wall_ms=timed_once_ms(fns["naive"][idx]) * scale, scaled_by=scale)
@@ -280,6 +291,26 @@ def tail_variants(shape):
     for h in walks:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     # chunk states stored [B, H, NT] (head-major) instead of [B, NT, H]
+    # the inference forward (no states kept for a backward) in chunks of 128: half the chunk states to
+    # store and load, half the walk's steps
+    fwd128 = [
+        ((32, 32, 4, 3), (128, 64, 8, 2)),
+        ((32, 32, 4, 3), (64, 64, 8, 2)),
+        ((32, 32, 4, 3), (128, 64, 4, 2)),
+    ]
+    fwd128 += [
+        ((32, 32, 4, 3), (128, 32, 4, 2)),
+        ((64, 32, 4, 3), (128, 64, 8, 2)),
+        ((32, 32, 4, 3), (64, 64, 4, 3)),
+    ]
+    for h, o in fwd128:
+        cfg = rep(
+            base,
+            BT=128,
+            h=kc(min(h[0], BK), min(h[1], BV), *h[2:]),
+            o=kc(min(o[0], BK), min(o[1], BV), *o[2:]),
+        )
+        out.append((f"fwd BT 128 h {h} o {o}", cfg, {}))
     out.append(("bh-major", base, dict(STATES_TIME_MAJOR=False)))
     out.append(
         (
@@ -306,8 +337,10 @@ def main_tail(args):
             chunk._launch_config = lambda *a, c=cfg: c
             for k, v in consts.items():
                 setattr(chunk, k, v)
+            # labels starting "fwd ": the inference forward alone (kernels per call of it, not of fwd+bwd)
+            mode = 0 if label.startswith("fwd ") else 1
             try:
-                times = kernel_times_us(fns["ours"][1]) if not args.compile_only else fns["ours"][1]()
+                times = kernel_times_us(fns["ours"][mode]) if not args.compile_only else fns["ours"][mode]()
                 if args.compile_only:
                     fns["ours"][0]()
                 fwd = gpu_time_and_launches(fns["ours"][0])[0] * 1e3 if not args.compile_only else 0.0
@@ -448,7 +481,6 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
     backward bodies on that thread."""
     import cProfile
     import pstats
-    import statistics
 
     stamps = {}
     fn_cls = chunk.ChunkSSDFunction
