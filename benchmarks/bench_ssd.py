@@ -286,8 +286,8 @@ def tail_variants(shape):
         ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
     ]
     out += [(f"o HB {hb}", rep(base, o=rep(base.o, HB=hb)), {}) for hb in (2, 4, 8, 16) if hb != base.o.HB]
-    walks = [(32, 32, 4, 3), (32, 32, 4, 4), (64, 64, 4, 4), (64, 64, 4, 3), (64, 32, 4, 4), (32, 64, 4, 4)]
-    walks += [(64, 64, 8, 4), (128, 32, 4, 4), (16, 32, 4, 3)]
+    walks = [(32, 32, 4, 3), (32, 32, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2), (32, 64, 4, 3), (64, 64, 4, 3)]
+    walks += [(64, 64, 4, 2), (64, 64, 8, 3), (128, 32, 4, 3), (16, 32, 4, 3)]
     for h in walks:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     # chunk states stored [B, H, NT] (head-major) instead of [B, NT, H]
@@ -311,6 +311,7 @@ def tail_variants(shape):
             o=kc(min(o[0], BK), min(o[1], BV), *o[2:]),
         )
         out.append((f"fwd BT 128 h {h} o {o}", cfg, {}))
+    out.append(("walk one chunk a step", base, dict(WALK_PAIRS=False)))
     out.append(("bh-major", base, dict(STATES_TIME_MAJOR=False)))
     out.append(
         (
@@ -326,7 +327,8 @@ def main_tail(args):
     """GPU µs per kernel (forward + backward) under tail_variants, at the shapes of --shapes."""
     real_cfg = chunk._launch_config
     real = {
-        k: getattr(chunk, k) for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS", "STATES_TIME_MAJOR")
+        k: getattr(chunk, k)
+        for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS", "STATES_TIME_MAJOR", "WALK_PAIRS")
     }
     for i in args.shapes.split(","):
         shape = SHAPES[int(i)]

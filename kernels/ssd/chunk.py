@@ -28,6 +28,8 @@ BACKENDS = ("triton", "torch")
 WALK_DECAY_MAX_CHUNKS = 8
 ONE_LAUNCH_MAX_CHUNKS = 4
 STATES_TIME_MAJOR = True
+# past WALK_DECAY_MAX_CHUNKS the forward walk takes two chunks a step (chunk_ssd_fwd_h_pairs_kernel)
+WALK_PAIRS = True
 
 
 @triton.jit
@@ -243,6 +245,105 @@ def chunk_ssd_fwd_h_kernel(
         b_w = b_sig_end * b_sig * tl.exp(b_g_end - b_g) * b_dt  # decay to the chunk end, times dt
         b_S = b_sig_end * tl.exp(b_g_end) * b_S
         b_S = tl.dot(_op(b_bT, BF16), _op(b_x * b_w[:, None], BF16), b_S, input_precision=PREC)
+    if STORE_FINAL:
+        tl.store(ht + o_bh * K * V + o_kv, b_S, mask=m_kv)
+
+
+@triton.jit
+def _chunk_update(x, B, gam, sig, dtc, o_bh, i_t, NT, bos, i_h, i_g, o_t, o_k, o_v, m_k, m_v, T, H, G,
+                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, NEG: tl.constexpr, BF16: tl.constexpr,
+                  PREC: tl.constexpr):  # fmt: skip
+    """What chunk i_t adds to the state, Bᵀ·(w ∘ x) with w the decay to its end times dt, and its end
+    decay (sign included); a chunk at or past NT adds zero and decays by one."""
+    o_row = bos + i_t * BT + o_t  # [BT] absolute time index, int64
+    m_t = (i_t * BT + o_t) < T  # none past the last chunk (NT·BT ≥ T)
+    b_x = tl.load(
+        x + (o_row * H + i_h)[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
+    )  # [BT, BV]
+    b_bT = tl.load(
+        B + (o_row * G + i_g)[None, :] * K + o_k[:, None], mask=m_k[:, None] & m_t[None, :], other=0.0
+    )  # [BK, BT]
+    # past the last chunk: the last chunk's decays read (in bounds) and discarded
+    m_c = i_t < NT
+    o_g = (o_bh * NT + tl.minimum(i_t, NT - 1)) * BT
+    b_dt = tl.where(m_c, tl.load(dtc + o_g + o_t), 0.0)  # [BT]
+    b_g = tl.load(gam + o_g + o_t)
+    b_g_end = tl.where(m_c, tl.load(gam + o_g + BT - 1), 0.0)
+    b_w = tl.exp(b_g_end - b_g) * b_dt
+    b_a = tl.exp(b_g_end)
+    if NEG:
+        b_sig = tl.load(sig + o_g + o_t)
+        b_sig_end = tl.where(m_c, tl.load(sig + o_g + BT - 1), 1.0)
+        b_w *= b_sig_end * b_sig
+        b_a *= b_sig_end
+    b_d = tl.dot(_op(b_bT, BF16), _op(b_x * b_w[:, None], BF16), input_precision=PREC)  # [BK, BV]
+    return b_d, b_a
+
+
+@triton.jit
+def chunk_ssd_fwd_h_pairs_kernel(
+    x,
+    B,
+    gam,
+    sig,
+    dtc,
+    h0,
+    h,
+    ht,
+    T,
+    H,
+    G,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    NEG: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_FINAL: tl.constexpr,
+    BF16: tl.constexpr,
+    PREC: tl.constexpr,
+    TMAJ: tl.constexpr,
+):
+    """The state walk over long sequences (Γ, σ and dt from the decay kernel), two chunks a step: both
+    chunks' contributions Bᵀ(w ∘ x) are products of loaded tiles alone, so they are formed before the
+    state is touched, and the serial chain through the state is two multiply-adds a step. H100,
+    (2, 8192, 16, 128): the step's cost stays about the same from one chunk to two (the walk in chunks
+    of 128 took 73 µs against 138 in chunks of 64), while the states stay per chunk of BT."""
+    i_bh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_g = i_h // (H // G)
+    NT = tl.cdiv(T, BT)
+    bos = i_b.to(tl.int64) * T
+    o_bh = i_bh.to(tl.int64)
+
+    o_t = tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    o_kv = o_k[:, None] * V + o_v[None, :]
+
+    b_S = tl.zeros([BK, BV], dtype=tl.float32)  # [BK, BV], the carried state stays fp32
+    if USE_H0:
+        b_S += tl.load(h0 + o_bh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    for i_p in range(tl.cdiv(NT, 2)):
+        i_t = 2 * i_p
+        b_d0, b_a0 = _chunk_update(x, B, gam, sig, dtc, o_bh, i_t, NT, bos, i_h, i_g, o_t, o_k, o_v, m_k, m_v,
+                                   T, H, G, K, V, BT, NEG, BF16, PREC)  # fmt: skip
+        b_d1, b_a1 = _chunk_update(x, B, gam, sig, dtc, o_bh, i_t + 1, NT, bos, i_h, i_g, o_t, o_k, o_v, m_k,
+                                   m_v, T, H, G, K, V, BT, NEG, BF16, PREC)  # fmt: skip
+        tl.store(
+            h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_kv, b_S.to(h.dtype.element_ty), mask=m_kv
+        )
+        b_S = b_a0 * b_S + b_d0
+        if i_t + 1 < NT:
+            tl.store(
+                h + _state_row(i_b, i_h, i_t + 1, H, NT, TMAJ) * K * V + o_kv,
+                b_S.to(h.dtype.element_ty),
+                mask=m_kv,
+            )
+        b_S = b_a1 * b_S + b_d1
     if STORE_FINAL:
         tl.store(ht + o_bh * K * V + o_kv, b_S, mask=m_kv)
 
@@ -744,17 +845,19 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     """Tiles, warps and pipeline stages per kernel, measured on an H100 (triton 3.6, bf16, 2026-11-27:
     `bench_ssd.py --sweep`, GPU µs per kernel at the four benchmark shapes; results in RESULTS.md).
 
-    State kernels: 3 pipeline stages beat 2 everywhere (the next chunk's loads overlap the dot); with
-    few (batch, head) pairs smaller blocks win for the forward walk (more programs in flight):
-    (8, 2048, 8, 64) fwd_h 32 µs at 32 × 32 / 4 warps against 40 at 64 × 64, (2, 8192, 16, 128) 156
-    against 231; with many pairs 64 × 64 / 8 warps ((64, 512, 4, 64) fwd_h 14.9 against 16.7).
+    State kernels: 3 pipeline stages beat 2 everywhere (the next chunk's loads overlap the dot). The
+    forward walk (two chunks a step past 8 chunks), from `--tail` (kernels of ae1ccad + the walk in pairs,
+    2026-11-27): 64 × 32 tiles with 4 warps, 92 µs at (2, 8192, 16, 128) against 157 at 32 × 32, 94 at
+    64 × 64, 138 at 64 × 64 / 8 warps (one chunk a step: 144); (8, 2048, 8, 64) 18.5 against 24.7 at
+    32 × 32; (64, 512, 4, 64) (one chunk a step) 17.7 against 17.5 at 64 × 64 / 8 warps. The reverse
+    walk: with few (batch, head) pairs 64 × 32 / 4 warps, with many 64 × 64 / 8 warps.
     Chunk-parallel kernels: 4 warps, V-blocks of 64 (8 warps cost 1.4-1.9×: fwd_o 139 against 202 µs,
     dx 499 against 573 at (2, 8192, 16, 128)). dB/dC kernel: 4 warps at K ≤ 64 (34 against 60 µs at
     (8, 2048, 8, 64)), 8 warps and 3 stages when it walks two V-blocks per head (234 against 288 µs).
     One-launch forward (the walk giving y, ≤ 4 chunks, K ≤ 64): 12.8 µs at (64, 256, 4, 32) against
     13.0 for walk + output kernel and 14.2 with the decay kernel; V-blocks of 32, 4 warps, 2 stages
     (12.0; 3 stages 12.8, 16 wide 21.9, 2 / 8 warps 16.3 / 25.5). The decay kernel stays where the
-    walk is long: (8, 2048, 8, 64) 62.4 against 66.4 forward, (2, 8192, 16, 128) 298 against 320.
+    walk is long: (8, 2048, 8, 64) 49.8 against 63.5 forward, (2, 8192, 16, 128) 293 against 317.
     fp32 inputs reuse the tiles (the interpreter ignores all of it). Shared memory, from compiling
     every kernel for sm_90 with triton's ptxas on the CPU: at most 80 KB for bf16 and 148 KB for fp32
     (K = 256) of Hopper's 227 KB.
@@ -763,10 +866,10 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     BT = 64 if BK <= 128 else 32
     SK, SV = min(64, BK), min(64, BV)
     wide = 8 if SK * SV >= 4096 else 4
+    h = KernelConfig(SK, min(32, SV), 4, 3)
     if n_bh * _cdiv(dim_k, SK) * _cdiv(dim_v, SV) >= 256:
-        h = dh = KernelConfig(SK, SV, wide, 3)
+        dh = KernelConfig(SK, SV, wide, 3)
     else:
-        h = KernelConfig(min(32, SK), min(32, SV), 4, 3)
         dh = KernelConfig(SK, min(32, SV), 4, 3)
     # output kernel: all of K at once (K = 128: 126 µs against 139 walking it in blocks of 64);
     # dx kernel: K walked in blocks of 64, 3 stages (380 against 389 all at once); past K = 128
@@ -842,35 +945,64 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
     y = torch.empty(x.shape, device=dev, dtype=x.dtype)
     ht = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) if output_final_state else None
     c = cfg.walk_o if one_launch else cfg.h
-    chunk_ssd_fwd_h_kernel[(n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV))](
-        x,
-        dt,
-        A,
-        B,
-        C,
-        x if D is None else D,
-        x if gam is None else gam,
-        x if sig is None else sig,
-        x if dtc is None else dtc,
-        x if initial_state is None else initial_state,
-        x if h is None else h,
-        x if ht is None else ht,
-        y,
-        seq_len,
-        num_heads,
-        n_groups,
-        BK=c.BK,
-        BV=c.BV,
-        USE_H0=initial_state is not None,
-        STORE_FINAL=output_final_state,
-        DECAY=decay_in_walk,
-        OUT=one_launch,
-        STORE_H=save_states,
-        HAS_D=D is not None,
-        num_warps=c.num_warps,
-        num_stages=c.num_stages,
-        **common,
-    )
+    grid = (n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV))
+    if not decay_in_walk and WALK_PAIRS:
+        chunk_ssd_fwd_h_pairs_kernel[grid](
+            x,
+            B,
+            gam,
+            sig,
+            dtc,
+            x if initial_state is None else initial_state,
+            h,
+            x if ht is None else ht,
+            seq_len,
+            num_heads,
+            n_groups,
+            BK=c.BK,
+            BV=c.BV,
+            USE_H0=initial_state is not None,
+            STORE_FINAL=output_final_state,
+            num_warps=c.num_warps,
+            num_stages=c.num_stages,
+            K=dim_k,
+            V=dim_v,
+            BT=cfg.BT,
+            NEG=allow_neg_eigval,
+            BF16=common["BF16"],
+            PREC=common["PREC"],
+            TMAJ=common["TMAJ"],
+        )
+    else:
+        chunk_ssd_fwd_h_kernel[grid](
+            x,
+            dt,
+            A,
+            B,
+            C,
+            x if D is None else D,
+            x if gam is None else gam,
+            x if sig is None else sig,
+            x if dtc is None else dtc,
+            x if initial_state is None else initial_state,
+            x if h is None else h,
+            x if ht is None else ht,
+            y,
+            seq_len,
+            num_heads,
+            n_groups,
+            BK=c.BK,
+            BV=c.BV,
+            USE_H0=initial_state is not None,
+            STORE_FINAL=output_final_state,
+            DECAY=decay_in_walk,
+            OUT=one_launch,
+            STORE_H=save_states,
+            HAS_D=D is not None,
+            num_warps=c.num_warps,
+            num_stages=c.num_stages,
+            **common,
+        )
     if not one_launch:
         c = cfg.o
         hb = math.gcd(num_heads // n_groups, c.HB)
@@ -1051,7 +1183,8 @@ def _check(x, dt, A, B, C, D, initial_state, backend):
         raise ValueError(f"dt must be [B, T, H] = {(n_batch, seq_len, num_heads)}, got {tuple(dt.shape)}")
     if tuple(A.shape) != (num_heads,):
         raise ValueError(f"A must be [H] = {(num_heads,)}, got {tuple(A.shape)}")
-    if B.dim() != 4 or B.shape[:2] != (n_batch, seq_len) or B.shape != C.shape:
+    # plain tuples: a torch.Size compared with a tuple goes through torch's symbolic-shape code (µs)
+    if B.dim() != 4 or tuple(B.shape[:2]) != (n_batch, seq_len) or tuple(B.shape) != tuple(C.shape):
         raise ValueError(
             f"B and C must both be [B, T, G, K] with B, T = {(n_batch, seq_len)}, "
             f"got {tuple(B.shape)} and {tuple(C.shape)}"

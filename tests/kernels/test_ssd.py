@@ -242,7 +242,7 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
     from kernels.ssd import chunk
 
     cfg = chunk._launch_config(2, dim_k, dim_v, bf16)
-    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16))
+    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16), TMAJ=True)
     n_v = triton.cdiv(dim_v, cfg.dx.BV)
     walk = cfg.walk_o or cfg.h
     launches = [
@@ -251,6 +251,8 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
         (chunk.chunk_ssd_fwd_h_kernel,
          common | dict(BK=walk.BK, BV=walk.BV, USE_H0=True, STORE_FINAL=True, DECAY=True,
                        OUT=cfg.walk_o is not None, STORE_H=True, HAS_D=True), walk),
+        (chunk.chunk_ssd_fwd_h_pairs_kernel,
+         common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True), cfg.h),
         (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True),
          cfg.o),
         (chunk.chunk_ssd_fwd_o_heads_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True, HB=4),
@@ -273,8 +275,8 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
             elif p.name in ("T", "NB", "H", "G"):
                 signature[p.name] = "i32"
             else:
-                fp32 = bf16 is False or p.name in ("A", "D", "gam", "sig", "red", "h0", "ht", "dht", "dh0",
-                                               "ddt_part", "dA", "dD")
+                fp32 = bf16 is False or p.name in ("A", "D", "gam", "sig", "dtc", "red", "h0", "ht", "dht",
+                                               "dh0", "ddt_part", "dA", "dD")
                 signature[p.name] = "*fp32" if fp32 else "*bf16"
         kernel = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=consts),
                                 target=GPUTarget("cuda", 90, 32),
@@ -306,14 +308,15 @@ def test_launch_configs_fit_hopper_shared_memory():
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, (dims, err[-2000:])
         shared = ast.literal_eval(out.strip().splitlines()[-1])
-        assert len(shared) == (7 if dims[3] is None else len(dims[3]))
+        assert len(shared) == (8 if dims[3] is None else len(dims[3]))
         assert all(0 <= v <= 227 * 1024 for v in shared.values()), (dims, shared)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("neg", [False, True])
-@pytest.mark.parametrize("shape", [(2, 512, 4, 2, 64, 64), (1, 300, 4, 4, 128, 128), (1, 200, 2, 1, 256, 96),
-                                   (3, 200, 4, 2, 32, 48)])  # the last: the one-launch forward
+# the first: the walk in pairs of chunks (17 chunks: the last pair has one), the last: the one-launch forward
+@pytest.mark.parametrize("shape", [(2, 1050, 4, 2, 64, 64), (1, 300, 4, 4, 128, 128), (1, 200, 2, 1, 256, 96),
+                                   (3, 200, 4, 2, 32, 48)])
 def test_triton_bf16_accuracy_on_gpu(shape, neg, poisoned):
     inputs = make_inputs(*shape, dtype=torch.bfloat16, device="cuda", seed=3)
     got = run(triton_backend, inputs, neg, torch.bfloat16)
