@@ -33,7 +33,8 @@ done
 timeout "$test_s" python3 benchmarks/bench_ssd.py --warm-only >"$logs/warm.log" 2>&1 &
 pids+=($!)
 # WARM_TAIL="0,3": compile bench_ssd.py --tail's variants at those shapes beside the tests, one process each
-for s in ${WARM_TAIL//,/ }; do
+warm_tail=${WARM_TAIL:-}
+for s in ${warm_tail//,/ }; do
   timeout "$test_s" python3 benchmarks/bench_ssd.py --tail --compile-only --shapes "$s" \
     --variants "${TAIL_VARIANTS:-}" >"$logs/warm_tail_$s.log" 2>&1 &
   pids+=($!)
