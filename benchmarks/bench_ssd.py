@@ -144,7 +144,7 @@ def timed_once_ms(fn):
 def main_bench(args):
     impls = args.impls.split(",")
     rows = []
-    for shape in SHAPES:
+    for shape in [SHAPES[int(i)] for i in args.shapes.split(",")]:
         fns = callables(shape)
         for mode, idx in (("fwd", 0), ("fwd+bwd", 1)):
             row = dict(shape=shape, mode=mode, floor_ms=floor_ms(shape, idx == 1))
@@ -421,7 +421,7 @@ def main_host(args):
 
     def one_launch():
         chunk.chunk_ssd_decay_kernel[(4, shape[0] * shape[2])](
-            dt, A, gam, gam, shape[1], shape[2], BT=64, NEG=False
+            dt, A, gam, gam, gam, shape[1], shape[2], BT=64, NEG=False
         )
 
     leaves7 = [torch.zeros(4, device="cuda", requires_grad=True) for _ in range(7)]
@@ -635,7 +635,7 @@ if __name__ == "__main__":
     parser.add_argument("--impls", default="ours,fla,naive")
     parser.add_argument("--json", default=None)
     parser.add_argument("--sweep", action="store_true", help="time launch configurations of ours")
-    parser.add_argument("--shapes", default="0,1,2,3", help="indices into SHAPES for --sweep")
+    parser.add_argument("--shapes", default="0,1,2,3", help="indices into SHAPES")
     parser.add_argument("--compile-only", action="store_true", help="with --sweep/--tail: compile only")
     parser.add_argument("--tail", action="store_true", help="time the variants of tail_variants")
     parser.add_argument("--variants", default="", help="with --tail: only variants whose label starts so")

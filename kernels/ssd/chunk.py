@@ -1,8 +1,9 @@
 """Chunked SSD: Triton kernels, their autograd.Function, and the public `chunk_ssd`.
 
 Forward (1 to 3 launches): `chunk_ssd_decay_kernel` writes every chunk's cumulated log decays (and sign
-products) where the walk is long; `chunk_ssd_fwd_h_kernel` walks the chunks in order doing the state
-recurrence (forming the decays itself on short walks) and stores each chunk's start state;
+products, and dt in the same layout) where the walk is long; `chunk_ssd_fwd_h_pairs_kernel` (long walks,
+two chunks a step) or `chunk_ssd_fwd_h_kernel` (short walks, forming the decays itself) walks the chunks
+in order doing the state recurrence and stores each chunk's start state;
 `chunk_ssd_fwd_o_kernel` computes every chunk's output in parallel, except on the shortest walks, where
 the walk gives y itself. Backward (3 launches): `chunk_ssd_bwd_dh_kernel` walks the chunks in reverse
 for the gradient of each chunk's end state; `chunk_ssd_bwd_dx_kernel` gives dx, d dt and per-chunk
@@ -446,7 +447,7 @@ def chunk_ssd_fwd_o_heads_kernel(
 ):
     """chunk_ssd_fwd_o_kernel for HB heads of one B/C group (HB divides H // G): C_i·B_j is formed once
     for them all, as heads of a group share B and C. K is walked in blocks of BK. Chosen by the output
-    kernel's KernelConfig.HB > 1 (not by default: not yet timed)."""
+    kernel's KernelConfig.HB > 1 (not by default: no faster on an H100, see README.md)."""
     i_p, i_v = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
     NHB = (H // G) // HB
