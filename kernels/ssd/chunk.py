@@ -27,7 +27,7 @@ BACKENDS = ("triton", "torch")
 # Up to this many chunks the forward state walk forms the chunk decays itself (no decay kernel), and
 # up to ONE_LAUNCH_MAX_CHUNKS (with all of K in one block) it gives y as well (no output kernel)
 WALK_DECAY_MAX_CHUNKS = 8
-ONE_LAUNCH_MAX_CHUNKS = 4
+ONE_LAUNCH_MAX_CHUNKS = 8
 STATES_TIME_MAJOR = True
 # past WALK_DECAY_MAX_CHUNKS the forward walk takes two chunks a step (chunk_ssd_fwd_h_pairs_kernel)
 WALK_PAIRS = True
@@ -855,10 +855,12 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     Chunk-parallel kernels: 4 warps, V-blocks of 64 (8 warps cost 1.4-1.9×: fwd_o 139 against 202 µs,
     dx 499 against 573 at (2, 8192, 16, 128)). dB/dC kernel: 4 warps at K ≤ 64 (34 against 60 µs at
     (8, 2048, 8, 64)), 8 warps and 3 stages when it walks two V-blocks per head (234 against 288 µs).
-    One-launch forward (the walk giving y, ≤ 4 chunks, K ≤ 64): 12.8 µs at (64, 256, 4, 32) against
+    One-launch forward (the walk giving y, ≤ 8 chunks, K ≤ 64): 12.8 µs at (64, 256, 4, 32) against
     13.0 for walk + output kernel and 14.2 with the decay kernel; V-blocks of 32, 4 warps, 2 stages
-    (12.0; 3 stages 12.8, 16 wide 21.9, 2 / 8 warps 16.3 / 25.5). The decay kernel stays where the
-    walk is long: (8, 2048, 8, 64) 49.8 against 63.5 forward, (2, 8192, 16, 128) 293 against 317.
+    (12.0; 3 stages 12.8, 16 wide 21.9, 2 / 8 warps 16.3 / 25.5); at (64, 512, 4, 64) (8 chunks) 34.3
+    against 42.3 for walk + output kernel, with V-blocks of 64 and 3 stages (32 wide 60.8, 8 warps
+    109). The decay kernel stays where the walk is long: (8, 2048, 8, 64) 49.8 against 63.5 forward,
+    (2, 8192, 16, 128) 293 against 317.
     fp32 inputs reuse the tiles (the interpreter ignores all of it). Shared memory, from compiling
     every kernel for sm_90 with triton's ptxas on the CPU: at most 80 KB for bf16 and 148 KB for fp32
     (K = 256) of Hopper's 227 KB.
@@ -885,7 +887,7 @@ def _launch_config(n_bh: int, dim_k: int, dim_v: int, bf16: bool) -> LaunchConfi
     else:
         dqk = KernelConfig(BK, BV, 4, 1 if BK * BV <= 1024 else 2)
     # one-launch forward: all of K (≤ 64) in the walk
-    walk_o = KernelConfig(BK, min(32, BV), 4, 2) if BK <= 64 else None
+    walk_o = KernelConfig(BK, min(64, BV), 4, 2 if BK * BV <= 1024 else 3) if BK <= 64 else None
     return LaunchConfig(BT, h, o, dh, dx, dqk, walk_o)
 
 
