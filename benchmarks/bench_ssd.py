@@ -13,6 +13,7 @@ call at each shape, which takes about a minute per shape; --impls leaves impleme
 
 import argparse
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -170,17 +171,22 @@ def main_bench(args):
     print()
     print(
         f"{'shape (B,T,H,P,N)':24} {'mode':8} {'impl':6} {'gpu ms':>8} {'wall ms':>9} {'launches':>8} "
-        f"{'gpu/fla':>7} {'wall/fla':>8} {'naive/wall':>10} {'floor ms':>8}"
+        f"{'gpu/fla':>7} {'wall/fla':>8} {'paired':>6} {'naive/wall':>10} {'floor ms':>8}"
     )
     for r in rows:
         for name in ("ours", "fla"):
             if name not in r:
                 continue
             m, f = r[name], r.get("fla")
+            # wall/fla: ratio of the medians; paired: median of the ratios of the rounds (each round
+            # times ours and fla back to back, so host drift between rounds cancels)
+            paired = (
+                statistics.median(a / b for a, b in zip(m["wall_rounds_ms"], f["wall_rounds_ms"])) if f else 0
+            )
             ratios = (
-                f"{m['gpu_ms'] / f['gpu_ms']:7.2f} {m['wall_ms'] / f['wall_ms']:8.2f}"
+                f"{m['gpu_ms'] / f['gpu_ms']:7.2f} {m['wall_ms'] / f['wall_ms']:8.2f} {paired:6.2f}"
                 if f
-                else f"{'-':>7} {'-':>8}"
+                else f"{'-':>7} {'-':>8} {'-':>6}"
             )
             naive = f"{r['naive']['wall_ms'] / m['wall_ms']:10.0f}" if "naive" in r else f"{'-':>10}"
             print(
@@ -449,9 +455,17 @@ def main_host(args):
     def ours_fwd_grad_mode():
         return chunk_ssd(**grad_leaves)[0]
 
+    def fwd_bwd_slow_launch():
+        chunk._FAST_LAUNCH = False
+        try:
+            return fns["ours"][1]()
+        finally:
+            chunk._FAST_LAUNCH = True
+
     cases = dict(
         ours_fwd=fns["ours"][0],
         ours_fwd_bwd=fns["ours"][1],
+        ours_fwd_bwd_triton_launch=fwd_bwd_slow_launch,
         ours_fwd_grad_mode=ours_fwd_grad_mode,
         engine_launches=engine_launches,
         ours_direct_fwd_bwd=direct,
@@ -509,17 +523,35 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
         return out
 
     def host_fwd(*a, **k):
+        stamps["launch"] = stamps["alloc"] = 0
         t0 = time.perf_counter_ns()
         out = real_host[0](*a, **k)
-        t1 = time.perf_counter_ns()
-        real_host[0](*a, **k)  # the same again at once: is only the first call after a backward slow?
-        stamps["fwd_host"], stamps["fwd_host_again"] = t1 - t0, time.perf_counter_ns() - t1
+        stamps["fwd_host"] = time.perf_counter_ns() - t0
+        stamps["fwd_launch"], stamps["fwd_alloc"] = stamps["launch"], stamps["alloc"]
         return out
 
     def host_bwd(*a, **k):
+        stamps["launch"] = stamps["alloc"] = 0
         t0 = time.perf_counter_ns()
         out = real_host[1](*a, **k)
         stamps["bwd_host"] = time.perf_counter_ns() - t0
+        stamps["bwd_launch"], stamps["bwd_alloc"] = stamps["launch"], stamps["alloc"]
+        return out
+
+    real_launch = chunk._launch
+
+    def timed_launch(*a, **k):
+        t0 = time.perf_counter_ns()
+        out = real_launch(*a, **k)
+        stamps["launch"] += time.perf_counter_ns() - t0
+        return out
+
+    real_empty = torch.empty
+
+    def timed_empty(*a, **k):
+        t0 = time.perf_counter_ns()
+        out = real_empty(*a, **k)
+        stamps["alloc"] += time.perf_counter_ns() - t0
         return out
 
     ours, _ = make(shape, requires_grad=True)
@@ -528,6 +560,8 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
     rows = []
     fn_cls.forward, fn_cls.backward = staticmethod(fwd), staticmethod(bwd)
     chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd = host_fwd, host_bwd
+    chunk._launch = timed_launch
+    torch.empty = timed_empty
     try:
         for i in range(n + 10):
             if pause_s:
@@ -548,13 +582,18 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
                         hop_out=t2 - stamps["b1"],
                         total=t2 - t0,
                         fwd_host=stamps["fwd_host"],
-                        fwd_host_again=stamps["fwd_host_again"],
+                        fwd_launch=stamps["fwd_launch"],
+                        fwd_alloc=stamps["fwd_alloc"],
+                        bwd_launch=stamps["bwd_launch"],
+                        bwd_alloc=stamps["bwd_alloc"],
                         bwd_host=stamps["bwd_host"],
                     )
                 )
     finally:
         fn_cls.forward, fn_cls.backward = real_fwd, real_bwd
         chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd = real_host
+        chunk._launch = real_launch
+        torch.empty = real_empty
     torch.cuda.synchronize()
     med = {k: statistics.median(r[k] for r in rows) / 1e3 for k in rows[0]}
     label = ("cProfile in backward" if profile else "") + (
@@ -583,6 +622,40 @@ def kernel_times_us(fn, reps=10, all_names=False):
         name = e.name if all_names or e.name.startswith("chunk_ssd") else "torch"
         times[name] = times.get(name, 0.0) + (e.time_range.end - e.time_range.start) / reps
     return times
+
+
+def direct_fwd_bwd(x, dt, A, B, C, D, dy):
+    """Our forward and backward host functions called directly (no autograd)."""
+    _, _, h, gam, sig = chunk.chunk_ssd_fwd(x, dt, A, B, C, D, None, False, False)
+    return chunk.chunk_ssd_bwd(x, dt, A, B, C, D, None, h, gam, sig, dy, None, False)
+
+
+def main_launch_ab(args):
+    """Wall time of ours (forward+backward) with chunk._launch's cached launch on and off, in turns."""
+    for i in args.shapes.split(","):
+        shape = SHAPES[int(i)]
+        fn = callables(shape)["ours"][1]
+        walls = {True: [], False: []}
+        for _ in range(WALL_ROUNDS):
+            for fast in (True, False):
+                chunk._FAST_LAUNCH = fast
+                walls[fast].append(wall_ms(fn))
+        ours, _ = make(shape, requires_grad=False)
+        direct = functools.partial(direct_fwd_bwd, *ours.values(), torch.randn_like(ours["x"]))
+        hosts = {True: [], False: []}
+        for _ in range(WALL_ROUNDS):
+            for fast in (True, False):
+                chunk._FAST_LAUNCH = fast
+                hosts[fast].append(host_us(direct))
+        chunk._FAST_LAUNCH = True
+        on, off = (statistics.median(walls[f]) * 1e3 for f in (True, False))
+        h_on, h_off = (statistics.median(hosts[f]) for f in (True, False))
+        print(
+            f"launch A/B {shape}: autograd fwd+bwd wall, cached {on:.1f} us, triton's {off:.1f} us; host of "
+            f"the direct fwd+bwd (no autograd), cached {h_on:.1f} us, triton's {h_off:.1f} us; rounds "
+            f"{walls} {hosts}",
+            flush=True,
+        )
 
 
 def main_fla_kernels(args):
@@ -640,6 +713,7 @@ if __name__ == "__main__":
     parser.add_argument("--tail", action="store_true", help="time the variants of tail_variants")
     parser.add_argument("--variants", default="", help="with --tail: only variants whose label starts so")
     parser.add_argument("--host", action="store_true", help="where the host time of a call goes")
+    parser.add_argument("--launch-ab", action="store_true", help="ours with the cached launch on and off")
     parser.add_argument("--fla-kernels", action="store_true", help="fla's GPU time per kernel")
     parser.add_argument("--warm-only", action="store_true", help="compile ours at every shape")
     parser.add_argument("--groups", type=int, default=1, help="B/C groups of ours (divides every H)")
@@ -671,6 +745,9 @@ if __name__ == "__main__":
         raise SystemExit
     if args.fla_kernels:
         main_fla_kernels(args)
+        raise SystemExit
+    if args.launch_ab:
+        main_launch_ab(args)
         raise SystemExit
     rows = main_bench(args)
     if args.json and rows:

@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=$PWD/.tcache_ssd
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/env.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/env.txt"
 groups=(
-  "chunked_torch or gradcheck or bad_inputs or negative_eigenvalues or inference or mixed"
+  "chunked_torch or gradcheck or bad_inputs or negative_eigenvalues or inference or mixed or cached_launch"
   "matches_recurrence_fp32 and not (T100 or T257)"
   "matches_recurrence_fp32 and (T100 or T257)"
   "split or without_optional or strong_decay or near_zero"

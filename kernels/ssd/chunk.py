@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.compiler import CompiledKernel
 
 from kernels.ssd.naive import chunk_ssd_torch
 
@@ -900,6 +901,52 @@ def _precision(bf16: bool) -> str:
     return "tf32" if bf16 else "ieee"
 
 
+def _spec(a):
+    """What triton specializes a runtime argument on (or more): a tensor's dtype and 16-byte alignment;
+    an int's being 1, a multiple of 16, and its width."""
+    if isinstance(a, torch.Tensor):
+        return a.dtype, a.data_ptr() % 16 == 0
+    if isinstance(a, int):
+        return a == 1, a % 16 == 0, -(2**31) <= a < 2**31
+    return type(a)
+
+
+# (kernel, specialization, constexprs, warps, stages, device) → (compiled kernel, constexpr names in
+# signature order); see _launch
+_COMPILED = {}
+_FAST_LAUNCH = os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def _launch(kernel, grid, args, num_warps=None, num_stages=None, **consts):
+    """kernel[grid](*args, **consts), args being the kernel's leading runtime arguments in order and
+    consts its constexprs. Triton's launcher binds and specializes every argument on each call, tens of
+    µs of host time for our 20-30-argument kernels on the H100 host (60 µs a launch on autograd's
+    backward thread, which is most of the wall time of a small training call); the compiled kernel
+    it returns is kept here under a key that holds everything triton specializes on, and later calls
+    with the same key launch it directly. Under the interpreter, or where a triton version returns no
+    compiled kernel, every call goes through kernel[grid]."""
+    global _FAST_LAUNCH
+    options = {}
+    if num_warps is not None:
+        options["num_warps"] = num_warps
+    if num_stages is not None:
+        options["num_stages"] = num_stages
+    if _FAST_LAUNCH:
+        key = (kernel, tuple(map(_spec, args)), tuple(consts.items()), num_warps, num_stages, args[0].device)
+        hit = _COMPILED.get(key)
+        if hit is not None:
+            compiled, names = hit
+            # the compiled kernel's launcher takes a full 3-D grid (kernel[grid] pads it)
+            return compiled[(*grid, 1, 1)[:3]](*args, *(consts[n] for n in names))
+        compiled = kernel[grid](*args, **options, **consts)
+        if isinstance(compiled, CompiledKernel):
+            _COMPILED[key] = compiled, kernel.arg_names[len(args) :]
+        else:
+            _FAST_LAUNCH = False
+        return compiled
+    return kernel[grid](*args, **options, **consts)
+
+
 def _setup(x, B, C, allow_neg_eigval):
     n_batch, seq_len, num_heads, dim_v = x.shape
     n_groups, dim_k = B.shape[2:]
@@ -942,26 +989,34 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
     else:
         gam = sig = dtc = h = None
     if not decay_in_walk:
-        chunk_ssd_decay_kernel[(NT, n_bh)](
-            dt, A, gam, sig, dtc, seq_len, num_heads, BT=cfg.BT, NEG=allow_neg_eigval
+        _launch(
+            chunk_ssd_decay_kernel,
+            (NT, n_bh),
+            (dt, A, gam, sig, dtc, seq_len, num_heads),
+            BT=cfg.BT,
+            NEG=allow_neg_eigval,
         )
     y = torch.empty(x.shape, device=dev, dtype=x.dtype)
     ht = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) if output_final_state else None
     c = cfg.walk_o if one_launch else cfg.h
     grid = (n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV))
     if not decay_in_walk and WALK_PAIRS:
-        chunk_ssd_fwd_h_pairs_kernel[grid](
-            x,
-            B,
-            gam,
-            sig,
-            dtc,
-            x if initial_state is None else initial_state,
-            h,
-            x if ht is None else ht,
-            seq_len,
-            num_heads,
-            n_groups,
+        _launch(
+            chunk_ssd_fwd_h_pairs_kernel,
+            grid,
+            (
+                x,
+                B,
+                gam,
+                sig,
+                dtc,
+                x if initial_state is None else initial_state,
+                h,
+                x if ht is None else ht,
+                seq_len,
+                num_heads,
+                n_groups,
+            ),
             BK=c.BK,
             BV=c.BV,
             USE_H0=initial_state is not None,
@@ -977,23 +1032,27 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
             TMAJ=common["TMAJ"],
         )
     else:
-        chunk_ssd_fwd_h_kernel[grid](
-            x,
-            dt,
-            A,
-            B,
-            C,
-            x if D is None else D,
-            x if gam is None else gam,
-            x if sig is None else sig,
-            x if dtc is None else dtc,
-            x if initial_state is None else initial_state,
-            x if h is None else h,
-            x if ht is None else ht,
-            y,
-            seq_len,
-            num_heads,
-            n_groups,
+        _launch(
+            chunk_ssd_fwd_h_kernel,
+            grid,
+            (
+                x,
+                dt,
+                A,
+                B,
+                C,
+                x if D is None else D,
+                x if gam is None else gam,
+                x if sig is None else sig,
+                x if dtc is None else dtc,
+                x if initial_state is None else initial_state,
+                x if h is None else h,
+                x if ht is None else ht,
+                y,
+                seq_len,
+                num_heads,
+                n_groups,
+            ),
             BK=c.BK,
             BV=c.BV,
             USE_H0=initial_state is not None,
@@ -1011,19 +1070,23 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
         hb = math.gcd(num_heads // n_groups, c.HB)
         heads = dict(HB=hb) if hb > 1 else {}
         kernel = chunk_ssd_fwd_o_heads_kernel if hb > 1 else chunk_ssd_fwd_o_kernel
-        kernel[(NT * n_bh // hb, _cdiv(dim_v, c.BV))](
-            x,
-            dtc,
-            B,
-            C,
-            x if D is None else D,
-            gam,
-            sig,
-            h,
-            y,
-            seq_len,
-            num_heads,
-            n_groups,
+        _launch(
+            kernel,
+            (NT * n_bh // hb, _cdiv(dim_v, c.BV)),
+            (
+                x,
+                dtc,
+                B,
+                C,
+                x if D is None else D,
+                gam,
+                sig,
+                h,
+                y,
+                seq_len,
+                num_heads,
+                n_groups,
+            ),
             BK=c.BK,
             BV=c.BV,
             HAS_D=D is not None,
@@ -1048,17 +1111,21 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
         else None
     )
     c = cfg.dh
-    chunk_ssd_bwd_dh_kernel[(n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV))](
-        C,
-        dy,
-        gam,
-        sig,
-        dy if dht is None else dht,
-        dh,
-        dh if dh0 is None else dh0,
-        seq_len,
-        num_heads,
-        n_groups,
+    _launch(
+        chunk_ssd_bwd_dh_kernel,
+        (n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV)),
+        (
+            C,
+            dy,
+            gam,
+            sig,
+            dy if dht is None else dht,
+            dh,
+            dh if dh0 is None else dh0,
+            seq_len,
+            num_heads,
+            n_groups,
+        ),
         BK=c.BK,
         BV=c.BV,
         USE_DHT=dht is not None,
@@ -1074,25 +1141,29 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     # with several V-blocks their fp32 shares of d dt, summed by the dB/dC kernel
     ddt_part = torch.empty(NVX, *dt.shape, device=dev, dtype=f32) if NVX > 1 else ddt
     red = torch.empty(1 + (D is not None), num_heads, NVX, n_batch, NT, device=dev, dtype=f32)  # dA, dD
-    chunk_ssd_bwd_dx_kernel[(NT * n_bh, NVX)](
-        x,
-        dt,
-        A,
-        B,
-        C,
-        x if D is None else D,
-        gam,
-        sig,
-        h,
-        dh,
-        dy,
-        dx,
-        ddt_part,
-        red,
-        seq_len,
-        n_batch,
-        num_heads,
-        n_groups,
+    _launch(
+        chunk_ssd_bwd_dx_kernel,
+        (NT * n_bh, NVX),
+        (
+            x,
+            dt,
+            A,
+            B,
+            C,
+            x if D is None else D,
+            gam,
+            sig,
+            h,
+            dh,
+            dy,
+            dx,
+            ddt_part,
+            red,
+            seq_len,
+            n_batch,
+            num_heads,
+            n_groups,
+        ),
         BK=c.BK,
         BV=c.BV,
         HAS_D=D is not None,
@@ -1107,27 +1178,31 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     dD = torch.empty(D.shape, device=dev, dtype=D.dtype) if D is not None else None
     # one program per value of dA and dD ahead of the chunks' programs
     n_sums = num_heads * (1 + (D is not None))
-    chunk_ssd_bwd_dqk_kernel[(n_sums + NT * n_batch * n_groups, _cdiv(dim_k, c.BK))](
-        x,
-        dt,
-        B,
-        C,
-        gam,
-        sig,
-        h,
-        dh,
-        dy,
-        dB,
-        dC,
-        ddt_part,
-        ddt,
-        red,
-        dA,
-        dA if dD is None else dD,
-        seq_len,
-        n_batch,
-        num_heads,
-        n_groups,
+    _launch(
+        chunk_ssd_bwd_dqk_kernel,
+        (n_sums + NT * n_batch * n_groups, _cdiv(dim_k, c.BK)),
+        (
+            x,
+            dt,
+            B,
+            C,
+            gam,
+            sig,
+            h,
+            dh,
+            dy,
+            dB,
+            dC,
+            ddt_part,
+            ddt,
+            red,
+            dA,
+            dA if dD is None else dD,
+            seq_len,
+            n_batch,
+            num_heads,
+            n_groups,
+        ),
         BK=c.BK,
         BV=c.BV,
         NV=_cdiv(dim_v, c.BV),

@@ -324,6 +324,36 @@ def test_triton_bf16_accuracy_on_gpu(shape, neg, poisoned):
 
 
 @pytest.mark.gpu
+def test_cached_launch_matches_triton_launch_and_tracks_alignment(monkeypatch):
+    # chunk._launch keeps each compiled kernel under a key of what triton specializes on and launches it
+    # directly on later calls: the same results, bit for bit, as triton's own launch (the kernels have no
+    # atomics), from the cache (no new entries the second time), and an x two bytes off 16-byte
+    # alignment gets kernels of its own (one compiled for aligned pointers would misread it).
+    from kernels.ssd import chunk
+
+    inputs = make_inputs(2, 300, 4, 2, 32, 48, dtype=torch.bfloat16, device="cuda", seed=7)
+    first = run(triton_backend, inputs, False, torch.bfloat16)
+    cached = len(chunk._COMPILED)
+    again = run(triton_backend, inputs, False, torch.bfloat16)
+    assert len(chunk._COMPILED) == cached > 0
+    monkeypatch.setattr(chunk, "_FAST_LAUNCH", False)
+    plain = run(triton_backend, inputs, False, torch.bfloat16)
+    monkeypatch.setattr(chunk, "_FAST_LAUNCH", True)
+    for other in (again, plain):
+        assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
+        assert all(torch.equal(first[2][k], other[2][k]) for k in GRAD_NAMES)
+    buf = torch.empty(inputs["x"].numel() + 1, device="cuda", dtype=torch.bfloat16)
+    x_off = buf[1:].view(inputs["x"].shape)
+    x_off.copy_(inputs["x"])
+    assert x_off.data_ptr() % 16 != 0
+    with torch.no_grad():
+        y_ref, s_ref = chunk_ssd(**inputs, output_final_state=True)
+        y_off, s_off = chunk_ssd(**(inputs | dict(x=x_off)), output_final_state=True)
+    assert len(chunk._COMPILED) > cached
+    assert torch.equal(y_off, y_ref) and torch.equal(s_off, s_ref)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("neg", [False, True])
 def test_triton_fp32_accuracy_on_gpu(neg, poisoned):
     inputs = make_inputs(2, 1000, 4, 1, 64, 32, dtype=torch.float32, device="cuda", seed=4)
