@@ -317,7 +317,6 @@ def tail_variants(shape):
             o=kc(min(o[0], BK), min(o[1], BV), *o[2:]),
         )
         out.append((f"fwd BT 128 h {h} o {o}", cfg, {}))
-    out.append(("walk one chunk a step", base, dict(WALK_PAIRS=False)))
     out.append(("bh-major", base, dict(STATES_TIME_MAJOR=False)))
     out.append(
         (
@@ -333,8 +332,7 @@ def main_tail(args):
     """GPU µs per kernel (forward + backward) under tail_variants, at the shapes of --shapes."""
     real_cfg = chunk._launch_config
     real = {
-        k: getattr(chunk, k)
-        for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS", "STATES_TIME_MAJOR", "WALK_PAIRS")
+        k: getattr(chunk, k) for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS", "STATES_TIME_MAJOR")
     }
     for i in args.shapes.split(","):
         shape = SHAPES[int(i)]

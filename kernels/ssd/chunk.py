@@ -25,13 +25,12 @@ from triton.compiler import CompiledKernel
 from kernels.ssd.naive import chunk_ssd_torch
 
 BACKENDS = ("triton", "torch")
-# Up to this many chunks the forward state walk forms the chunk decays itself (no decay kernel), and
+# Up to this many chunks the forward state walk forms the chunk decays itself (no decay kernel; past it
+# the walk takes two chunks a step, chunk_ssd_fwd_h_pairs_kernel), and
 # up to ONE_LAUNCH_MAX_CHUNKS (with all of K in one block) it gives y as well (no output kernel)
 WALK_DECAY_MAX_CHUNKS = 8
 ONE_LAUNCH_MAX_CHUNKS = 8
 STATES_TIME_MAJOR = True
-# past WALK_DECAY_MAX_CHUNKS the forward walk takes two chunks a step (chunk_ssd_fwd_h_pairs_kernel)
-WALK_PAIRS = True
 
 
 @triton.jit
@@ -167,13 +166,13 @@ def chunk_ssd_fwd_h_kernel(
     BF16: tl.constexpr,
     PREC: tl.constexpr,
     TMAJ: tl.constexpr,
-    DECAY: tl.constexpr,
     OUT: tl.constexpr,
     STORE_H: tl.constexpr,
     HAS_D: tl.constexpr,
 ):
-    """The state walk. With DECAY it also forms each chunk's Γ and σ (the first K/V-block stores them)
-    in place of the decay kernel; with OUT (one K-block holding all of K) it also gives each chunk's y
+    """The state walk over short sequences, one chunk a step, forming each chunk's Γ and σ itself (the
+    first K/V-block stores them and dt) in place of the decay kernel; with OUT (one K-block holding all
+    of K) it also gives each chunk's y
     from the state in hand, in place of the output kernel: the whole forward in one launch where the
     walk is short. STORE_H: store the chunk-start states (and Γ, σ) for the output kernel or the
     backward."""
@@ -211,21 +210,17 @@ def chunk_ssd_fwd_h_kernel(
             B + (o_row * G + i_g)[None, :] * K + o_k[:, None], mask=m_k[:, None] & m_t[None, :], other=0.0
         )  # [BK, BT]
         o_g = (o_bh * NT + i_t) * BT
-        if DECAY:
-            b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-            b_g, b_sig = _chunk_decay(b_dt, b_A, BT, NEG)
-            # the last element exactly (a sum of it and zeros), as the other kernels load it
-            b_g_end = tl.sum(tl.where(o_t == BT - 1, b_g, 0.0), 0)
-            b_sig_end = tl.sum(tl.where(o_t == BT - 1, b_sig, 0.0), 0)
-            if STORE_H:
-                if (i_k == 0) & (i_v == 0):
-                    tl.store(gam + o_g + o_t, b_g)
-                    tl.store(dtc + o_g + o_t, b_dt)
-                    if NEG:
-                        tl.store(sig + o_g + o_t, b_sig)
-        else:
-            b_dt = tl.load(dtc + o_g + o_t)  # [BT], zero past T
-            b_g, b_sig, b_g_end, b_sig_end = _load_decay(gam, sig, o_g, o_t, BT, NEG)
+        b_dt = tl.load(dt + o_row * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+        b_g, b_sig = _chunk_decay(b_dt, b_A, BT, NEG)
+        # the last element exactly (a sum of it and zeros), as the other kernels load it
+        b_g_end = tl.sum(tl.where(o_t == BT - 1, b_g, 0.0), 0)
+        b_sig_end = tl.sum(tl.where(o_t == BT - 1, b_sig, 0.0), 0)
+        if STORE_H:
+            if (i_k == 0) & (i_v == 0):
+                tl.store(gam + o_g + o_t, b_g)
+                tl.store(dtc + o_g + o_t, b_dt)
+                if NEG:
+                    tl.store(sig + o_g + o_t, b_sig)
         if OUT:
             # as the output kernel computes it from the stored state (same operand rounding)
             b_q = tl.load(
@@ -1002,7 +997,7 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
     ht = torch.empty(n_batch, num_heads, dim_k, dim_v, device=dev, dtype=f32) if output_final_state else None
     c = cfg.walk_o if one_launch else cfg.h
     grid = (n_bh, _cdiv(dim_k, c.BK), _cdiv(dim_v, c.BV))
-    if not decay_in_walk and WALK_PAIRS:
+    if not decay_in_walk:  # the long walk, two chunks a step
         _launch(
             chunk_ssd_fwd_h_pairs_kernel,
             grid,
@@ -1059,7 +1054,6 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
             BV=c.BV,
             USE_H0=initial_state is not None,
             STORE_FINAL=output_final_state,
-            DECAY=decay_in_walk,
             OUT=one_launch,
             STORE_H=save_states,
             HAS_D=D is not None,

@@ -249,7 +249,7 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
         (chunk.chunk_ssd_decay_kernel, dict(BT=cfg.BT, NEG=True), chunk.KernelConfig(0, 0, 4, 2)),
         # the walk in its one-launch form (giving y too) where the configuration has one
         (chunk.chunk_ssd_fwd_h_kernel,
-         common | dict(BK=walk.BK, BV=walk.BV, USE_H0=True, STORE_FINAL=True, DECAY=True,
+         common | dict(BK=walk.BK, BV=walk.BV, USE_H0=True, STORE_FINAL=True,
                        OUT=cfg.walk_o is not None, STORE_H=True, HAS_D=True), walk),
         (chunk.chunk_ssd_fwd_h_pairs_kernel,
          common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True), cfg.h),
