@@ -296,44 +296,13 @@ def tail_variants(shape):
     walks += [(64, 64, 4, 2), (64, 64, 8, 3), (128, 32, 4, 3), (16, 32, 4, 3)]
     for h in walks:
         out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
-    # chunk states stored [B, H, NT] (head-major) instead of [B, NT, H]
-    # the inference forward (no states kept for a backward) in chunks of 128: half the chunk states to
-    # store and load, half the walk's steps
-    fwd128 = [
-        ((32, 32, 4, 3), (128, 64, 8, 2)),
-        ((32, 32, 4, 3), (64, 64, 8, 2)),
-        ((32, 32, 4, 3), (128, 64, 4, 2)),
-    ]
-    fwd128 += [
-        ((32, 32, 4, 3), (128, 32, 4, 2)),
-        ((64, 32, 4, 3), (128, 64, 8, 2)),
-        ((32, 32, 4, 3), (64, 64, 4, 3)),
-    ]
-    for h, o in fwd128:
-        cfg = rep(
-            base,
-            BT=128,
-            h=kc(min(h[0], BK), min(h[1], BV), *h[2:]),
-            o=kc(min(o[0], BK), min(o[1], BV), *o[2:]),
-        )
-        out.append((f"fwd BT 128 h {h} o {o}", cfg, {}))
-    out.append(("bh-major", base, dict(STATES_TIME_MAJOR=False)))
-    out.append(
-        (
-            "bh-major h (64, 64, 4, 4)",
-            rep(base, h=kc(min(64, BK), min(64, BV), 4, 4)),
-            dict(STATES_TIME_MAJOR=False),
-        )
-    )
     return out
 
 
 def main_tail(args):
     """GPU µs per kernel (forward + backward) under tail_variants, at the shapes of --shapes."""
     real_cfg = chunk._launch_config
-    real = {
-        k: getattr(chunk, k) for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS", "STATES_TIME_MAJOR")
-    }
+    real = {k: getattr(chunk, k) for k in ("WALK_DECAY_MAX_CHUNKS", "ONE_LAUNCH_MAX_CHUNKS")}
     for i in args.shapes.split(","):
         shape = SHAPES[int(i)]
         fns = callables(shape)

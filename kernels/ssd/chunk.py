@@ -30,7 +30,6 @@ BACKENDS = ("triton", "torch")
 # up to ONE_LAUNCH_MAX_CHUNKS (with all of K in one block) it gives y as well (no output kernel)
 WALK_DECAY_MAX_CHUNKS = 8
 ONE_LAUNCH_MAX_CHUNKS = 8
-STATES_TIME_MAJOR = True
 
 
 @triton.jit
@@ -98,14 +97,11 @@ def _chunk_decay(b_dt, b_A, BT: tl.constexpr, NEG: tl.constexpr):
 
 
 @triton.jit
-def _state_row(i_b, i_h, i_t, H, NT, TMAJ: tl.constexpr):
+def _state_row(i_b, i_h, i_t, H, NT):
     """Index of chunk i_t's state of (batch i_b, head i_h) in the stack of chunk states (h, dh), in
-    units of K·V: [B, NT, H] (time-major: the walks' programs move through the chunks together, so the
-    states they store at one time lie side by side) or [B, H, NT]."""
-    if TMAJ:
-        return (i_b.to(tl.int64) * NT + i_t) * H + i_h
-    else:
-        return (i_b.to(tl.int64) * H + i_h) * NT + i_t
+    units of K·V: [B, NT, H], time-major, so that the states the walks' programs store at one step lie
+    side by side (against [B, H, NT]: no measurable difference on an H100, 151 against 155 µs walk)."""
+    return (i_b.to(tl.int64) * NT + i_t) * H + i_h
 
 
 @triton.jit
@@ -165,7 +161,6 @@ def chunk_ssd_fwd_h_kernel(
     STORE_FINAL: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
-    TMAJ: tl.constexpr,
     OUT: tl.constexpr,
     STORE_H: tl.constexpr,
     HAS_D: tl.constexpr,
@@ -197,7 +192,7 @@ def chunk_ssd_fwd_h_kernel(
     for i_t in range(NT):
         if STORE_H:
             tl.store(
-                h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_kv,
+                h + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_kv,
                 b_S.to(h.dtype.element_ty),
                 mask=m_kv,
             )
@@ -300,7 +295,6 @@ def chunk_ssd_fwd_h_pairs_kernel(
     STORE_FINAL: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
-    TMAJ: tl.constexpr,
 ):
     """The state walk over long sequences (Γ, σ and dt from the decay kernel), two chunks a step: both
     chunks' contributions Bᵀ(w ∘ x) are products of loaded tiles alone, so they are formed before the
@@ -330,13 +324,11 @@ def chunk_ssd_fwd_h_pairs_kernel(
                                    T, H, G, K, V, BT, NEG, BF16, PREC)  # fmt: skip
         b_d1, b_a1 = _chunk_update(x, B, gam, sig, dtc, o_bh, i_t + 1, NT, bos, i_h, i_g, o_t, o_k, o_v, m_k,
                                    m_v, T, H, G, K, V, BT, NEG, BF16, PREC)  # fmt: skip
-        tl.store(
-            h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_kv, b_S.to(h.dtype.element_ty), mask=m_kv
-        )
+        tl.store(h + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_kv, b_S.to(h.dtype.element_ty), mask=m_kv)
         b_S = b_a0 * b_S + b_d0
         if i_t + 1 < NT:
             tl.store(
-                h + _state_row(i_b, i_h, i_t + 1, H, NT, TMAJ) * K * V + o_kv,
+                h + _state_row(i_b, i_h, i_t + 1, H, NT) * K * V + o_kv,
                 b_S.to(h.dtype.element_ty),
                 mask=m_kv,
             )
@@ -368,7 +360,6 @@ def chunk_ssd_fwd_o_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
-    TMAJ: tl.constexpr,
 ):
     """y of one chunk and V-block; K is walked in blocks of BK (both products reduce over K)."""
     i_tbh, i_v = tl.program_id(0), tl.program_id(1)
@@ -399,7 +390,7 @@ def chunk_ssd_fwd_o_kernel(
         b_b = tl.load(B + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
         b_q = tl.load(C + o_bc, mask=m_t[:, None] & m_k[None, :], other=0.0)  # [BT, BK]
         b_h = tl.load(
-            h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :],
+            h + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_k[:, None] * V + o_v[None, :],
             mask=m_k[:, None] & m_v[None, :],
             other=0.0,
         )  # [BK, BV]
@@ -438,7 +429,6 @@ def chunk_ssd_fwd_o_heads_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
-    TMAJ: tl.constexpr,
     HB: tl.constexpr,
 ):
     """chunk_ssd_fwd_o_kernel for HB heads of one B/C group (HB divides H // G): C_i·B_j is formed once
@@ -482,7 +472,7 @@ def chunk_ssd_fwd_o_heads_kernel(
         b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
         if BK >= K:
             b_h = tl.load(
-                h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :],
+                h + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_k[:, None] * V + o_v[None, :],
                 mask=(o_k < K)[:, None] & m_v[None, :],
                 other=0.0,
             )  # [BK, BV]
@@ -497,7 +487,7 @@ def chunk_ssd_fwd_o_heads_kernel(
                     other=0.0,
                 )  # [BT, BK]
                 b_h = tl.load(
-                    h + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :],
+                    h + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_k[:, None] * V + o_v[None, :],
                     mask=(o_k < K)[:, None] & m_v[None, :],
                     other=0.0,
                 )  # [BK, BV]
@@ -533,7 +523,6 @@ def chunk_ssd_bwd_dh_kernel(
     USE_H0: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
-    TMAJ: tl.constexpr,
 ):
     i_bh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -555,7 +544,7 @@ def chunk_ssd_bwd_dh_kernel(
     for i_r in range(NT):
         i_t = NT - 1 - i_r
         tl.store(
-            dh + _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_kv,
+            dh + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_kv,
             b_dS.to(dh.dtype.element_ty),
             mask=m_kv,
         )
@@ -604,7 +593,6 @@ def chunk_ssd_bwd_dx_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
-    TMAJ: tl.constexpr,
 ):
     """For one chunk, head and V-block: dx, this V-block's share of d dt, and the chunk's partial
     sums for dA and dD (red is [1 + HAS_D, H, NV, B, NT]). Every product with B, C, h or dS reduces
@@ -641,7 +629,7 @@ def chunk_ssd_bwd_dx_kernel(
         m_tk = m_t[:, None] & m_k[None, :]
         m_kv = m_k[:, None] & m_v[None, :]
         o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
-        o_h = _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :]
+        o_h = _state_row(i_b, i_h, i_t, H, NT) * K * V + o_k[:, None] * V + o_v[None, :]
         b_b = tl.load(B + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
         b_q = tl.load(C + o_bc, mask=m_tk, other=0.0)  # [BT, BK]
         b_h = tl.load(h + o_h, mask=m_kv, other=0.0)  # [BK, BV]
@@ -733,7 +721,6 @@ def chunk_ssd_bwd_dqk_kernel(
     HAS_D: tl.constexpr,
     BF16: tl.constexpr,
     PREC: tl.constexpr,
-    TMAJ: tl.constexpr,
     RB: tl.constexpr,
 ):
     """dB and dC of one chunk, one K-block and one B/C group, its heads summed here. The launch runs
@@ -787,7 +774,7 @@ def chunk_ssd_bwd_dqk_kernel(
                 m_kv = m_k[:, None] & m_v[None, :]
                 b_x = tl.load(x + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
                 b_do = tl.load(dy + o_x, mask=m_t[:, None] & m_v[None, :], other=0.0)  # [BT, BV]
-                o_kv = _state_row(i_b, i_h, i_t, H, NT, TMAJ) * K * V + o_k[:, None] * V + o_v[None, :]
+                o_kv = _state_row(i_b, i_h, i_t, H, NT) * K * V + o_k[:, None] * V + o_v[None, :]
                 b_h = tl.load(h + o_kv, mask=m_kv, other=0.0)  # chunk-start state, [BK, BV]
                 b_dS = tl.load(dh + o_kv, mask=m_kv, other=0.0)  # gradient of the chunk-end state
                 b_dp += tl.dot(_op(b_do, BF16), tl.trans(_op(b_x, BF16)), input_precision=PREC)
@@ -949,15 +936,7 @@ def _setup(x, B, C, allow_neg_eigval):
     n_groups, dim_k = B.shape[2:]
     bf16 = _bf16_operands(x, B, C)
     cfg = _launch_config(n_batch * num_heads, dim_k, dim_v, bf16)
-    common = dict(
-        K=dim_k,
-        V=dim_v,
-        BT=cfg.BT,
-        NEG=allow_neg_eigval,
-        BF16=bf16,
-        PREC=_precision(bf16),
-        TMAJ=STATES_TIME_MAJOR,
-    )
+    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=allow_neg_eigval, BF16=bf16, PREC=_precision(bf16))
     return cfg, _cdiv(seq_len, cfg.BT), common
 
 
@@ -1020,13 +999,7 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
             STORE_FINAL=output_final_state,
             num_warps=c.num_warps,
             num_stages=c.num_stages,
-            K=dim_k,
-            V=dim_v,
-            BT=cfg.BT,
-            NEG=allow_neg_eigval,
-            BF16=common["BF16"],
-            PREC=common["PREC"],
-            TMAJ=common["TMAJ"],
+            **common,
         )
     else:
         _launch(

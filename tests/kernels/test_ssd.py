@@ -242,7 +242,7 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
     from kernels.ssd import chunk
 
     cfg = chunk._launch_config(2, dim_k, dim_v, bf16)
-    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16), TMAJ=True)
+    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16))
     n_v = triton.cdiv(dim_v, cfg.dx.BV)
     walk = cfg.walk_o or cfg.h
     launches = [
