@@ -291,7 +291,6 @@ def tail_variants(shape):
         ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
         ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
     ]
-    out += [(f"o HB {hb}", rep(base, o=rep(base.o, HB=hb)), {}) for hb in (2, 4, 8, 16) if hb != base.o.HB]
     walks = [(32, 32, 4, 3), (32, 32, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2), (32, 64, 4, 3), (64, 64, 4, 3)]
     walks += [(64, 64, 4, 2), (64, 64, 8, 3), (128, 32, 4, 3), (16, 32, 4, 3)]
     for h in walks:

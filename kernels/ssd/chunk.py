@@ -13,7 +13,6 @@ README.md.
 """
 
 import functools
-import math
 import os
 from dataclasses import dataclass
 
@@ -407,101 +406,6 @@ def chunk_ssd_fwd_o_kernel(
 
 
 @triton.jit
-def chunk_ssd_fwd_o_heads_kernel(
-    x,
-    dtc,
-    B,
-    C,
-    D,
-    gam,
-    sig,
-    h,
-    y,
-    T,
-    H,
-    G,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    NEG: tl.constexpr,
-    HAS_D: tl.constexpr,
-    BF16: tl.constexpr,
-    PREC: tl.constexpr,
-    HB: tl.constexpr,
-):
-    """chunk_ssd_fwd_o_kernel for HB heads of one B/C group (HB divides H // G): C_i·B_j is formed once
-    for them all, as heads of a group share B and C. K is walked in blocks of BK. Chosen by the output
-    kernel's KernelConfig.HB > 1 (not by default: no faster on an H100, see README.md)."""
-    i_p, i_v = tl.program_id(0), tl.program_id(1)
-    NT = tl.cdiv(T, BT)
-    NHB = (H // G) // HB
-    i_t, i_r = i_p % NT, i_p // NT
-    i_hb, i_bg = i_r % NHB, i_r // NHB
-    i_b, i_g = i_bg // G, i_bg % G
-
-    o_t = tl.arange(0, BT)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_v = o_v < V
-    o_row = i_b.to(tl.int64) * T + i_t * BT + o_t
-    m_t = (i_t * BT + o_t) < T
-    m_tv = m_t[:, None] & m_v[None, :]
-    m_causal = o_t[:, None] >= o_t[None, :]
-
-    if BK >= K:  # one K-block: the C tile stays for every head
-        o_k = tl.arange(0, BK)
-        o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
-        b_b = tl.load(B + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-        b_q = tl.load(C + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-        b_qb = tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)  # C_i·B_j
-    else:
-        b_qb = tl.zeros([BT, BT], dtype=tl.float32)
-        for i_k in range(tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            o_bc = (o_row * G + i_g)[:, None] * K + o_k[None, :]
-            b_b = tl.load(B + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-            b_q = tl.load(C + o_bc, mask=m_t[:, None] & (o_k < K)[None, :], other=0.0)  # [BT, BK]
-            b_qb += tl.dot(_op(b_q, BF16), tl.trans(_op(b_b, BF16)), input_precision=PREC)
-    for i_j in tl.static_range(HB):  # unrolled: every head's loads can start early
-        i_h = i_g * (H // G) + i_hb * HB + i_j
-        o_x = (o_row * H + i_h)[:, None] * V + o_v[None, :]
-        o_c = (i_b * H + i_h).to(tl.int64) * NT + i_t
-        b_x = tl.load(x + o_x, mask=m_tv, other=0.0)  # [BT, BV]
-        b_dt = tl.load(dtc + o_c * BT + o_t)  # [BT], zero past T
-        b_g, b_sig, _, _ = _load_decay(gam, sig, o_c * BT, o_t, BT, NEG)
-        if BK >= K:
-            b_h = tl.load(
-                h + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_k[:, None] * V + o_v[None, :],
-                mask=(o_k < K)[:, None] & m_v[None, :],
-                other=0.0,
-            )  # [BK, BV]
-            b_qh = tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)  # C_i through S₀
-        else:
-            b_qh = tl.zeros([BT, BV], dtype=tl.float32)
-            for i_k in range(tl.cdiv(K, BK)):
-                o_k = i_k * BK + tl.arange(0, BK)
-                b_q = tl.load(
-                    C + (o_row * G + i_g)[:, None] * K + o_k[None, :],
-                    mask=m_t[:, None] & (o_k < K)[None, :],
-                    other=0.0,
-                )  # [BT, BK]
-                b_h = tl.load(
-                    h + _state_row(i_b, i_h, i_t, H, NT) * K * V + o_k[:, None] * V + o_v[None, :],
-                    mask=(o_k < K)[:, None] & m_v[None, :],
-                    other=0.0,
-                )  # [BK, BV]
-                b_qh += tl.dot(_op(b_q, BF16), _op(b_h, BF16), input_precision=PREC)
-        b_M = tl.where(m_causal, tl.exp(b_g[:, None] - b_g[None, :]), 0.0)
-        b_M *= b_sig[:, None] * (b_sig * b_dt)[None, :]  # decay j → i times dt_j
-        b_y = (b_sig * tl.exp(b_g))[:, None] * b_qh
-        b_y += tl.dot(_op(b_qb * b_M, BF16), _op(b_x, BF16), input_precision=PREC)
-        if HAS_D:
-            b_y += tl.load(D + i_h).to(tl.float32) * b_x.to(tl.float32)
-        tl.store(y + o_x, b_y.to(y.dtype.element_ty), mask=m_tv)
-
-
-@triton.jit
 def chunk_ssd_bwd_dh_kernel(
     C,
     dy,
@@ -800,7 +704,6 @@ class KernelConfig:
     BV: int
     num_warps: int
     num_stages: int
-    HB: int = 1  # output kernel: heads of one B/C group per program (at most; > 1 picks the heads kernel)
 
 
 @dataclass(frozen=True)
@@ -1036,12 +939,9 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
         )
     if not one_launch:
         c = cfg.o
-        hb = math.gcd(num_heads // n_groups, c.HB)
-        heads = dict(HB=hb) if hb > 1 else {}
-        kernel = chunk_ssd_fwd_o_heads_kernel if hb > 1 else chunk_ssd_fwd_o_kernel
         _launch(
-            kernel,
-            (NT * n_bh // hb, _cdiv(dim_v, c.BV)),
+            chunk_ssd_fwd_o_kernel,
+            (NT * n_bh, _cdiv(dim_v, c.BV)),
             (
                 x,
                 dtc,
@@ -1061,7 +961,6 @@ def chunk_ssd_fwd(x, dt, A, B, C, D, initial_state, output_final_state, allow_ne
             HAS_D=D is not None,
             num_warps=c.num_warps,
             num_stages=c.num_stages,
-            **heads,
             **common,
         )
     return y, ht, h, gam, sig

@@ -119,13 +119,13 @@ def test_triton_split_tiles_match_recurrence(neg, forward, poisoned, monkeypatch
     # Every kernel split into several K- and V-blocks (the o and dx kernels walk K in three blocks, the
     # dB/dC kernel sums the dx kernel's V-block shares of d dt), as the launch configuration does at
     # large K and V on a GPU. The forward: the walk forms the chunk decays, or their own kernel does,
-    # or the walk (all of K, three V-blocks) gives y as well; the output kernel takes two heads at once.
+    # or the walk (all of K, three V-blocks) gives y as well.
     from kernels.ssd import chunk
 
     small = chunk.KernelConfig(BK=16, BV=16, num_warps=4, num_stages=2)
     walk_o = chunk.KernelConfig(BK=64, BV=16, num_warps=4, num_stages=2) if forward == "one_launch" else None
-    # the output kernel over both heads of a group: all of K in one block, or walking it
-    o = chunk.KernelConfig(BK=64 if forward == "walk_decay" else 16, BV=16, num_warps=4, num_stages=2, HB=2)
+    # the output kernel: all of K in one block, or walking it
+    o = chunk.KernelConfig(BK=64 if forward == "walk_decay" else 16, BV=16, num_warps=4, num_stages=2)
     cfg = chunk.LaunchConfig(BT=32, h=small, o=o, dh=small, dx=small, dqk=small, walk_o=walk_o)
     monkeypatch.setattr(chunk, "_launch_config", lambda *args: cfg)
     monkeypatch.setattr(chunk, "WALK_DECAY_MAX_CHUNKS", 0 if forward == "decay_kernel" else 16)
@@ -255,8 +255,6 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
          common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True), cfg.h),
         (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True),
          cfg.o),
-        (chunk.chunk_ssd_fwd_o_heads_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True, HB=4),
-         cfg.o),
         (chunk.chunk_ssd_bwd_dh_kernel, common | dict(BK=cfg.dh.BK, BV=cfg.dh.BV, USE_DHT=True, USE_H0=True),
          cfg.dh),
         (chunk.chunk_ssd_bwd_dx_kernel, common | dict(BK=cfg.dx.BK, BV=cfg.dx.BV, HAS_D=True), cfg.dx),
@@ -308,7 +306,7 @@ def test_launch_configs_fit_hopper_shared_memory():
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, (dims, err[-2000:])
         shared = ast.literal_eval(out.strip().splitlines()[-1])
-        assert len(shared) == (8 if dims[3] is None else len(dims[3]))
+        assert len(shared) == (7 if dims[3] is None else len(dims[3]))
         assert all(0 <= v <= 227 * 1024 for v in shared.values()), (dims, shared)
 
 
