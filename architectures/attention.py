@@ -24,6 +24,18 @@ def rotary(x, base: float):
 class Attention(nn.Module):
     """Causal multi-head softmax attention with RoPE or no positional encoding."""
 
+    letter = "A"
+
+    @staticmethod
+    def check_config(config: ModelConfig) -> None:
+        if config.pos == "rope" and config.head_dim % 2:
+            raise ValueError(f"pos='rope' needs an even head dim, got d_model/n_heads={config.head_dim}")
+
+    @staticmethod
+    def width_step(config: ModelConfig) -> int:
+        """RoPE rotates pairs of head dims."""
+        return 2 if config.pos == "rope" else 1
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_heads, self.head_dim = config.n_heads, config.head_dim

@@ -3,14 +3,20 @@
 A model is `pattern` tiled over depth: `ModelConfig(pattern="GGGA", n_layers=12)` stacks GGGA three
 times. `n_layers` must be a multiple of `len(pattern)` so that every model holds whole repeats of its
 pattern (truncating "GGGA" to 6 layers would silently give "GGGAGG").
+
+The checks here are the ones every model shares; each mixer adds its own (`check_config`), so a
+config that constructs is one that builds.
 """
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 from architectures.mixers import MIXERS
 
 POSITIONS = ("rope", "none")
-BACKENDS = ("triton", "torch")
+# Recurrent kernels: the Triton kernels, their plain-torch references, or "auto" (Triton on CUDA
+# tensors, torch elsewhere; checked against both).
+BACKENDS = ("auto", "triton", "torch")
 
 
 @dataclass(frozen=True)
@@ -18,12 +24,12 @@ class ModelConfig:
     vocab_size: int
     d_model: int = 128
     n_layers: int = 4
-    pattern: str = "A"
+    pattern: str = "A"  # mixer letters of MIXERS, tiled over depth: "A", "G", "M", "GGGA", "GA", ...
     n_heads: int = 4  # attention and Gated DeltaNet heads; Mamba2's too, or a multiple (mamba_heads)
     mlp_ratio: float = 4.0  # SwiGLU hidden width, see `mlp_hidden`
     pos: str = "rope"  # attention positions: "rope" | "none"
     allow_neg_eigval: bool = False  # G: beta in (0, 2); M: decay in (-1, 1)
-    backend: str = "torch"  # recurrent kernels: "triton" | "torch"
+    backend: str = "auto"  # recurrent kernels: "auto" | "triton" | "torch"
     tie_embeddings: bool = True
     conv_size: int = 4  # short causal depthwise conv of G and M
     gdn_expand_v: float = 2.0  # G: value head dim = gdn_expand_v * key head dim
@@ -36,10 +42,17 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
-        for key in ("vocab_size", "d_model", "n_layers", "n_heads", "conv_size", "ssd_state",
-                    "ssd_groups", "mamba_expand", "mamba_max_head_dim"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # one spelling per value, so that equal configs hash equal
+                object.__setattr__(self, f.name, value)
+            if isinstance(value, bool) != (f.type is bool) or not isinstance(value, f.type):
+                raise ValueError(f"{f.name} must be of type {f.type.__name__}, got {value!r}")
+            if f.type is int and value < 1:
+                raise ValueError(f"{f.name} must be a positive integer, got {value}")
+            if f.type is float and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{f.name} must be a positive finite number, got {value}")
         if not self.pattern:
             raise ValueError(f"pattern must be a non-empty string over the letters {sorted(MIXERS)}")
         for letter in self.pattern:
@@ -56,23 +69,14 @@ class ModelConfig:
             raise ValueError(f"pos must be one of {POSITIONS}, got {self.pos!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if "A" in self.pattern and self.pos == "rope" and self.head_dim % 2:
-            raise ValueError(f"pos='rope' needs an even head dim, got d_model/n_heads={self.head_dim}")
-        if "G" in self.pattern and self.gdn_head_v_dim != self.gdn_expand_v * self.head_dim:
-            raise ValueError(
-                f"gdn_expand_v={self.gdn_expand_v} times head dim {self.head_dim} must be an integer"
-            )
-        if "G" in self.pattern and self.backend == "triton" and max(self.head_dim, self.gdn_head_v_dim) > 256:
-            raise ValueError(
-                f"backend='triton' takes Gated DeltaNet head dims up to 256, got key {self.head_dim} and "
-                f"value {self.gdn_head_v_dim}: raise n_heads={self.n_heads} or lower gdn_expand_v"
-            )
-        if "M" in self.pattern and self.n_heads % self.ssd_groups:
-            raise ValueError(f"n_heads={self.n_heads} must be divisible by ssd_groups={self.ssd_groups}")
+        for letter in dict.fromkeys(self.pattern):
+            MIXERS[letter].check_config(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
 
     @property
     def layer_pattern(self) -> str:
@@ -85,11 +89,16 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     @property
+    def width_step(self) -> int:
+        """The head-dim step every mixer of the pattern accepts (e.g. even for RoPE)."""
+        return math.lcm(*(MIXERS[letter].width_step(self) for letter in dict.fromkeys(self.pattern)))
+
+    @property
     def mlp_hidden(self) -> int:
         """SwiGLU hidden width: round(mlp_ratio * d_model * 2/3), so the MLP's three matrices hold as
         many parameters as a two-matrix MLP of width mlp_ratio * d_model. No rounding to a multiple:
         `size_for` needs fine steps at small widths."""
-        return round(self.mlp_ratio * self.d_model * 2 / 3)
+        return max(1, round(self.mlp_ratio * self.d_model * 2 / 3))
 
     @property
     def gdn_head_v_dim(self) -> int:
@@ -112,3 +121,7 @@ class ModelConfig:
     def mamba_head_dim(self) -> int:
         """Mamba2's P: the per-head slice of the inner width (the V of kernels.ssd)."""
         return self.mamba_inner // self.mamba_heads
+
+    def uses_triton(self) -> bool:
+        """Whether the recurrent layers may run the Triton kernels (so their limits apply)."""
+        return self.backend in ("auto", "triton")

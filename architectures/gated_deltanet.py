@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import torch
@@ -8,11 +9,14 @@ from torch import nn
 
 from architectures.conv import ShortConv
 from architectures.decay import init_A_log, init_dt_bias
+from architectures.dispatch import kernel_backend
 from architectures.norm import GatedRMSNorm
 from kernels.gated_delta_rule import chunk_gated_delta_rule
 
 if TYPE_CHECKING:
     from architectures.config import ModelConfig
+
+MAX_TRITON_HEAD_DIM = 256  # the Triton kernels' key and value head dims
 
 
 class GatedDeltaNet(nn.Module):
@@ -23,6 +27,26 @@ class GatedDeltaNet(nn.Module):
     -1) and log decay g = -exp(A_log) * softplus(W_a x + dt_bias). The kernel's output goes through
     an RMSNorm gated by a projection of x, then the output projection.
     """
+
+    letter = "G"
+
+    @staticmethod
+    def check_config(config: ModelConfig) -> None:
+        if config.gdn_head_v_dim != config.gdn_expand_v * config.head_dim:
+            raise ValueError(
+                f"gdn_expand_v={config.gdn_expand_v} times head dim {config.head_dim} must be an integer"
+            )
+        if config.uses_triton() and max(config.head_dim, config.gdn_head_v_dim) > MAX_TRITON_HEAD_DIM:
+            raise ValueError(
+                f"backend={config.backend!r} may run the Triton kernels, which take Gated DeltaNet head dims "
+                f"up to {MAX_TRITON_HEAD_DIM}, got key {config.head_dim} and value {config.gdn_head_v_dim}: "
+                f"raise n_heads={config.n_heads}, lower gdn_expand_v or set backend = 'torch'"
+            )
+
+    @staticmethod
+    def width_step(config: ModelConfig) -> int:
+        """Head dims that make gdn_expand_v * head_dim whole."""
+        return Fraction(config.gdn_expand_v).limit_denominator(1000).denominator
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -54,7 +78,7 @@ class GatedDeltaNet(nn.Module):
             g,
             beta,
             use_qk_l2norm_in_kernel=True,
-            backend=self.backend,
+            backend=kernel_backend(self.backend, x),
         )  # [B, T, H, V]
         o = self.norm(o, gate.reshape(B, T, H, V))
         return self.out_proj(o.reshape(B, T, H * V))

@@ -8,11 +8,14 @@ from torch import nn
 
 from architectures.conv import ShortConv
 from architectures.decay import init_A_log, init_dt_bias
+from architectures.dispatch import kernel_backend
 from architectures.norm import GatedRMSNorm
 from kernels.ssd import chunk_ssd
 
 if TYPE_CHECKING:
     from architectures.config import ModelConfig
+
+MAX_TRITON_STATE, MAX_TRITON_HEAD_DIM = 256, 128  # the Triton kernels' K (state N) and V (head dim P)
 
 
 class Mamba2(nn.Module):
@@ -23,6 +26,25 @@ class Mamba2(nn.Module):
     a_t = exp(-exp(A_log) dt_t) (or 2 a_t - 1 with allow_neg_eigval, reaching -1); then an RMSNorm
     of y * silu(z) over the whole inner width and the output projection.
     """
+
+    letter = "M"
+
+    @staticmethod
+    def check_config(config: ModelConfig) -> None:
+        if config.n_heads % config.ssd_groups:
+            raise ValueError(f"n_heads={config.n_heads} must be divisible by ssd_groups={config.ssd_groups}")
+        if config.uses_triton() and (
+            config.ssd_state > MAX_TRITON_STATE or config.mamba_head_dim > MAX_TRITON_HEAD_DIM
+        ):
+            raise ValueError(
+                f"backend={config.backend!r} may run the Triton kernels, which take Mamba2 states up to "
+                f"ssd_state={MAX_TRITON_STATE} and head dims up to {MAX_TRITON_HEAD_DIM}, got ssd_state="
+                f"{config.ssd_state} and head dim {config.mamba_head_dim}: lower them or use backend 'torch'"
+            )
+
+    @staticmethod
+    def width_step(config: ModelConfig) -> int:
+        return 1
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -53,7 +75,7 @@ class Mamba2(nn.Module):
             c.reshape(B, T, G, N),
             D=self.D.float(),
             allow_neg_eigval=self.allow_neg_eigval,
-            backend=self.backend,
+            backend=kernel_backend(self.backend, x),
         )  # [B, T, H, P]
         return self.out_proj(self.norm(y.reshape(B, T, H * P), z))
 
