@@ -60,6 +60,10 @@ class Batch:
                 raise ValueError(f"Batch meta[{key!r}] has shape {value.shape}, expected ({b},)")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 @dataclass(frozen=True)
 class Knob:
     """A difficulty knob: its inclusive bounds and what it means."""
@@ -70,12 +74,13 @@ class Knob:
 
     def resolve(self, name: str, value) -> tuple[int, int]:
         """Check an int or (lo, hi) against the bounds; return it as an inclusive range."""
-        if isinstance(value, (tuple, list)) and len(value) == 2:
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)):
             lo, hi = (int(v) for v in value)
-        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        elif _is_int(value):
             lo = hi = int(value)
         else:
-            raise ValueError(f"knob {name!r} takes an int or a (lo, hi) pair, got {value!r}")
+            # Floats are refused rather than truncated: `length = [2.5, 8]` is a typo, not a 2.
+            raise ValueError(f"knob {name!r} takes an integer or a [lo, hi] pair of integers, got {value!r}")
         if not (self.low <= lo <= hi <= self.high):
             raise ValueError(
                 f"knob {name!r} = {value!r} is outside its allowed range "

@@ -49,6 +49,8 @@ def test_show_takes_knobs_ranges_and_parameters(capsys):
         (["tasks", "show", "no_such_task"], "parity"),
         (["tasks", "show", "parity", "--length", "0"], "length"),
         (["tasks", "show", "parity", "--length", "9,3"], "length"),
+        (["tasks", "show", "parity", "--length", "2.5"], "length"),
+        (["tasks", "show", "parity", "--length", "2.5,8"], "length"),
         (["tasks", "show", "parity", "--depth", "3"], "--depth"),
         (["tasks", "show", "parity", "--length"], "--length"),
         (["tasks", "show", "modular_arithmetic", "--modulus", "one"], "modulus"),

@@ -17,7 +17,11 @@ def test_knob_resolves_ints_and_ranges():
     assert knob.resolve("length", [1, 10]) == (1, 10)
 
 
-@pytest.mark.parametrize("bad", [0, 11, (5, 4), (0, 3), (3, 11), True, 2.5, "3", (1, 2, 3), None])
+@pytest.mark.parametrize(
+    "bad",
+    [0, 11, (5, 4), (0, 3), (3, 11), True, 2.5, 4.0, (2.5, 8), [3, 8.0], (True, 4), "3", ("3", 4)]
+    + [(1, 2, 3), None],
+)
 def test_knob_rejects_bad_values_naming_the_knob(bad):
     with pytest.raises(ValueError, match="'length'"):
         Knob(1, 10).resolve("length", bad)
