@@ -1,12 +1,13 @@
 """Language models over a pattern of mixers: A attention, G Gated DeltaNet, M Mamba2.
 
-    config = size_for("GGGA", target_params=1_000_000, vocab_size=64, n_layers=4, n_heads=4)
+    config = size_for(ModelConfig(vocab_size=64, pattern="GGGA", n_layers=4, n_heads=4), 1_000_000)
     model = LanguageModel(config, generator=torch.Generator().manual_seed(0))
     logits = model(tokens)                  # [B, T] -> [B, T, vocab_size]
     model.num_params(), model.state_size(T)
 
 `ModelConfig.pattern` is tiled over `n_layers`; `MIXERS` binds the letters; `backend` picks the
-Triton kernels or their plain-torch references for G and M (the torch path runs anywhere).
+Triton kernels or their plain-torch references for G and M ("auto": Triton on CUDA tensors; the
+torch path runs anywhere, also where triton is not installed).
 """
 
 from architectures.config import ModelConfig

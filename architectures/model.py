@@ -1,6 +1,22 @@
 """A language model is an embedding, a stack of identical pre-norm blocks, a norm and a head.
 
-The blocks differ only in the mixer their pattern letter names (see `architectures.mixers`).
+The blocks differ only in the mixer their pattern letter names (see `architectures.mixers`);
+`ModelConfig.pattern` is tiled over `n_layers` ("GGGA" x 3 = 12 layers, Olmo Hybrid's 3:1).
+
+Where we depart from the textbook layers, on purpose:
+
+- MLP: SwiGLU with hidden width round(mlp_ratio * d_model * 2/3) (as many weights as a two-matrix
+  MLP of width mlp_ratio * d_model) and no rounding to a multiple, so that `size_for` can step
+  finely; `size_for` may also move `mlp_ratio` by up to 2x to land on a parameter target.
+- Initialisation: GPT-2's N(0, init_std^2), with every projection into the residual stream
+  (`out_proj`) scaled down by sqrt(2 n_layers); the decays and convs as their papers set them.
+- Embeddings: input embedding and LM head tied by default (`tie_embeddings`); parameter counts
+  leave both out, since they scale with the vocabulary rather than the model.
+- Gated output norms: Gated DeltaNet normalises, then gates (norm(o) * silu(g)), as in its paper;
+  Mamba2 gates, then normalises (norm(y * silu(z))), as in its reference layer.
+- Negative eigenvalues (`allow_neg_eigval`): Gated DeltaNet's beta = 2 sigmoid(.) in (0, 2) and
+  Mamba2's decay 2a - 1 in (-1, 1), after Grazzi et al. (ICLR 2025).
+- Norms and the recurrences run in fp32 whatever the autocast dtype.
 """
 
 import math

@@ -1,12 +1,14 @@
 """Pick a model width for a parameter budget, so that architectures are compared at matched sizes."""
 
-import math
-from fractions import Fraction
+from dataclasses import replace
 
 import torch
 
 from architectures.config import ModelConfig
 from architectures.model import LanguageModel
+
+# size_for may widen or narrow the MLP by up to this factor to land on a target the width steps miss.
+MLP_SLACK = 2.0
 
 
 def count_params(config: ModelConfig, include_embedding: bool = False) -> int:
@@ -15,69 +17,76 @@ def count_params(config: ModelConfig, include_embedding: bool = False) -> int:
         return LanguageModel(config).num_params(include_embedding)
 
 
-def size_for(
-    pattern: str,
-    target_params: int,
-    *,
-    vocab_size: int,
-    n_layers: int = 4,
-    n_heads: int = 4,
-    mlp_ratio: float = 4.0,
-    pos: str = "rope",
-    allow_neg_eigval: bool = False,
-    backend: str = "torch",
-    tie_embeddings: bool = True,
-    conv_size: int = 4,
-    gdn_expand_v: float = 2.0,
-    ssd_state: int = 64,
-    ssd_groups: int = 1,
-    mamba_expand: int = 2,
-    mamba_max_head_dim: int = 64,
-    tolerance: float = 0.05,
-) -> ModelConfig:
-    """The config whose non-embedding parameter count is nearest `target_params`.
+def size_for(template: ModelConfig, target_params: int, tolerance: float = 0.05) -> ModelConfig:
+    """The config like `template` whose non-embedding parameter count is nearest `target_params`.
 
-    Width is d_model = heads * head_dim. With `n_heads` heads the candidates are n_heads apart, too
-    coarse for small targets (each step adds about 2 n_heads / d_model of the count); when no width
-    lands within `tolerance` of the target, fewer heads are tried, down to one, and the first head
-    count that fits wins. Raises ValueError when none does.
+    Only the width changes: d_model = heads * head_dim, head_dim in the pattern's `width_step`.
+    With the template's `n_heads` the candidate widths are n_heads steps apart, too coarse for small
+    targets; where none lands within `tolerance`, the MLP's hidden width is moved (by at most a
+    factor MLP_SLACK, through `mlp_ratio`) to close the gap, and failing that fewer heads are tried,
+    down to one: the first head count that fits wins. Raises ValueError naming reachable sizes when
+    none does.
     """
-    if target_params < 1:
-        raise ValueError(f"target_params must be positive, got {target_params}")
-
-    def config(heads: int, head_dim: int) -> ModelConfig:
-        return ModelConfig(
-            vocab_size=vocab_size, d_model=heads * head_dim, n_layers=n_layers, pattern=pattern,
-            n_heads=heads, mlp_ratio=mlp_ratio, pos=pos, allow_neg_eigval=allow_neg_eigval,
-            backend=backend, tie_embeddings=tie_embeddings, conv_size=conv_size,
-            gdn_expand_v=gdn_expand_v, ssd_state=ssd_state, ssd_groups=ssd_groups,
-            mamba_expand=mamba_expand, mamba_max_head_dim=mamba_max_head_dim,
-        )
-
-    # Head dims must be even for RoPE and make gdn_expand_v * head_dim whole.
-    step = 2 if "A" in pattern and pos == "rope" else 1
-    if "G" in pattern:
-        step = math.lcm(step, Fraction(gdn_expand_v).limit_denominator(1000).denominator)
-    best = None
-    for heads in range(n_heads, 0, -1):
-        if "M" in pattern and heads % ssd_groups:
+    if isinstance(target_params, bool) or not isinstance(target_params, int) or target_params < 1:
+        raise ValueError(f"target_params must be a positive integer, got {target_params!r}")
+    near: list[tuple[int, ModelConfig]] = []
+    refusal = None
+    for heads in range(template.n_heads, 0, -1):
+        try:
+            near += _nearest(template, heads, target_params)
+        except ValueError as error:  # a shape a mixer refuses: too wide for a kernel, groups, ...
+            refusal = error
             continue
-        count = lambda j: count_params(config(heads, j * step))  # noqa: B023
-        hi = 1
-        while count(hi) < target_params:
-            hi *= 2
-        lo = hi // 2  # count(lo) < target <= count(hi), or lo = 0
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if count(mid) < target_params else (lo, mid)
-        for j in (lo, hi):
-            if j > 0:
-                error = abs(count(j) - target_params) / target_params
-                if best is None or error < best[0]:
-                    best = (error, config(heads, j * step))
-        if best[0] <= tolerance:
-            return best[1]
+        # The template's MLP where it fits, else the fitted one (the last two).
+        for pair in (near[-4:-2], near[-2:]):
+            count, best = min(pair, key=lambda p: abs(p[0] - target_params))
+            if abs(count - target_params) <= tolerance * target_params:
+                return best
+    if not near:
+        raise ValueError(f"no width builds pattern {template.pattern!r}: {refusal}")
+    below = max((n for n, _ in near if n < target_params), default=None)
+    above = min((n for n, _ in near if n >= target_params), default=None)
+    reachable = " or ".join(f"{n:,}" for n in (below, above) if n is not None)
     raise ValueError(
-        f"no width puts pattern {pattern!r} within {tolerance:.0%} of target_params={target_params}; "
-        f"nearest is d_model={best[1].d_model} with n_heads={best[1].n_heads}, off by {best[0]:.1%}"
+        f"no width puts pattern {template.pattern!r} ({template.n_layers} layers, up to {template.n_heads} "
+        f"heads) within {tolerance:.0%} of target_params={target_params:,}; nearest reachable sizes: "
+        f"{reachable}"
     )
+
+
+def _nearest(template: ModelConfig, heads: int, target_params: int) -> list[tuple[int, ModelConfig]]:
+    """With `heads` heads, as (count, config) pairs: the widths just below and above the target
+    with the template's MLP, then the same two with the MLP width that lands nearest it."""
+    base = replace(template, n_heads=heads, d_model=heads * template.width_step)
+    step = heads * base.width_step
+    counts: dict[int, int] = {}
+
+    def count(j: int) -> int:
+        if j not in counts:
+            counts[j] = count_params(replace(base, d_model=j * step))
+        return counts[j]
+
+    hi = 1
+    while count(hi) < target_params:
+        hi *= 2
+    lo = hi // 2  # count(lo) < target <= count(hi), or lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) < target_params else (lo, mid)
+    plain = [replace(base, d_model=max(j, 1) * step) for j in (lo, hi)]
+    fitted = [_fit_mlp(config, target_params) or config for config in plain]
+    return [(count_params(config), config) for config in plain + fitted]
+
+
+def _fit_mlp(config: ModelConfig, target_params: int) -> ModelConfig | None:
+    """`config` with the MLP hidden width that brings the count nearest the target, or None."""
+    hidden = config.mlp_hidden
+    here = count_params(config)
+    per_unit = count_params(_with_hidden(config, hidden + 1)) - here  # parameters per hidden unit
+    want = round(hidden + (target_params - here) / per_unit)
+    want = min(max(want, round(hidden / MLP_SLACK), 1), round(hidden * MLP_SLACK))
+    return None if want == hidden else _with_hidden(config, want)
+
+
+def _with_hidden(config: ModelConfig, hidden: int) -> ModelConfig:
+    return replace(config, mlp_ratio=hidden * 1.5 / config.d_model)
