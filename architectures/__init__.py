@@ -10,9 +10,24 @@ Triton kernels or their plain-torch references for G and M ("auto": Triton on CU
 torch path runs anywhere, also where triton is not installed).
 """
 
+import importlib
+
 from architectures.config import ModelConfig
-from architectures.mixers import MIXERS
-from architectures.model import Block, LanguageModel
-from architectures.sizing import count_params, size_for
 
 __all__ = ["MIXERS", "Block", "LanguageModel", "ModelConfig", "count_params", "size_for"]
+
+# The rest imports torch: loaded on first use, so that `architectures.config` alone stays light
+# (sweep files are checked against ModelConfig's fields before torch is imported).
+_LAZY = {
+    "MIXERS": "architectures.mixers",
+    "Block": "architectures.model",
+    "LanguageModel": "architectures.model",
+    "count_params": "architectures.sizing",
+    "size_for": "architectures.sizing",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'architectures' has no attribute {name!r}")

@@ -11,8 +11,6 @@ config that constructs is one that builds.
 import math
 from dataclasses import dataclass, fields
 
-from architectures.mixers import MIXERS
-
 POSITIONS = ("rope", "none")
 # Recurrent kernels: the Triton kernels, their plain-torch references, or "auto" (Triton on CUDA
 # tensors, torch elsewhere; checked against both).
@@ -42,6 +40,8 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
+        from architectures.mixers import MIXERS  # the mixers import torch; this module does not
+
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type is float and isinstance(value, int) and not isinstance(value, bool):
@@ -54,11 +54,12 @@ class ModelConfig:
             if f.type is float and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{f.name} must be a positive finite number, got {value}")
         if not self.pattern:
-            raise ValueError(f"pattern must be a non-empty string over the letters {sorted(MIXERS)}")
+            raise ValueError(f"pattern must be a non-empty string of mixer letters: {', '.join(MIXERS)}")
         for letter in self.pattern:
             if letter not in MIXERS:
                 raise ValueError(
-                    f"pattern {self.pattern!r}: unknown mixer letter {letter!r}; known: {sorted(MIXERS)}"
+                    f"pattern {self.pattern!r}: unknown mixer letter {letter!r}; allowed letters: "
+                    f"{', '.join(MIXERS)}"
                 )
         if self.n_layers % len(self.pattern):
             raise ValueError(
@@ -91,6 +92,8 @@ class ModelConfig:
     @property
     def width_step(self) -> int:
         """The head-dim step every mixer of the pattern accepts (e.g. even for RoPE)."""
+        from architectures.mixers import MIXERS
+
         return math.lcm(*(MIXERS[letter].width_step(self) for letter in dict.fromkeys(self.pattern)))
 
     @property

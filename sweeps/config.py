@@ -13,10 +13,15 @@ settings every run shares (model shape, training budget, evaluation, device poli
     name = "G-noneg"
     pattern = "G"
     neg_eigval = false
+    [[arch]]
+    name = "A-nope"
+    pattern = "A"
+    model = { pos = "none" }                # this variant's departures from [model]
 
-    [model]
+    [model]                                 # any ModelConfig field but the grid's own
     n_layers = 4
     n_heads = 2
+    backend = "auto"                        # recurrent kernels: auto | triton | torch
 
     [train]
     batch_size = 32
@@ -27,33 +32,34 @@ settings every run shares (model shape, training budget, evaluation, device poli
     train = { length = [3, 20] }            # knobs left out keep the task's own ranges
     eval = { length = [3, 64] }
 
-Every user error raises one ValueError naming the offending key and the allowed values.
+Every user error raises one ValueError naming the offending key and the allowed values. Parsing
+needs neither torch nor the models; `sweeps.grid.expand` then builds every run's ModelConfig, which
+runs the mixers' own checks, and `sweeps.grid.check_runs` sizes every model.
 """
 
 from __future__ import annotations
 
+import inspect
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from architectures.config import BACKENDS, ModelConfig
 from synthetic_tasks import TASKS, make_task
 
-__all__ = [
-    "ArchSpec",
-    "ModelSpec",
-    "SweepConfig",
-    "TaskSpec",
-    "TrainSpec",
-    "load_sweep",
-    "parse_sweep",
-    "PATTERN_LETTERS",
-]
+__all__ = ["ArchSpec", "SweepConfig", "TaskSpec", "TrainSpec", "load_sweep", "parse_sweep", "MODEL_KEYS"]
 
-# Mixer letters a pattern may use; checked again by architectures when a model is built.
-PATTERN_LETTERS = ("A", "G", "M")
 DEVICES = ("auto", "cpu", "cuda")
-KERNEL_BACKENDS = ("auto", "torch", "triton")
 CURRICULA = ("linear", "none")
+# ModelConfig fields the grid sets itself, and from what.
+GRID_MODEL_KEYS = {
+    "vocab_size": "the task",
+    "pattern": "'patterns' / arch.pattern",
+    "allow_neg_eigval": "arch.neg_eigval",
+    "d_model": "'sizes' (size_for picks the width)",
+}
+# The keys of [model] (and of an [[arch]]'s model table): every other ModelConfig field.
+MODEL_KEYS = {f.name: f.type for f in fields(ModelConfig) if f.name not in GRID_MODEL_KEYS}
 
 
 @dataclass(frozen=True)
@@ -71,21 +77,37 @@ class TaskSpec:
     def params_dict(self) -> dict:
         return dict(self.params)
 
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "params": self.params_dict,
+            "train_range": {k: list(v) for k, v in self.train_range},
+            "eval_range": {k: list(v) for k, v in self.eval_range},
+            "eval_axes": list(self.eval_axes),
+            "curriculum_knobs": list(self.curriculum_knobs),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> TaskSpec:
+        return cls(
+            name=data["name"],
+            params=tuple(sorted(data["params"].items())),
+            train_range=tuple(sorted((k, tuple(v)) for k, v in data["train_range"].items())),
+            eval_range=tuple(sorted((k, tuple(v)) for k, v in data["eval_range"].items())),
+            eval_axes=tuple(data["eval_axes"]),
+            curriculum_knobs=tuple(data["curriculum_knobs"]),
+        )
+
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """An architecture: a label for the store, the mixer pattern, and the eigenvalue range."""
+    """An architecture: a label for the store, the mixer pattern, the eigenvalue range, and the
+    ModelConfig fields in which it departs from the sweep's [model] table."""
 
     name: str
     pattern: str
     neg_eigval: bool = True
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    n_layers: int = 4
-    n_heads: int = 2
-    mlp_ratio: float = 4.0
+    model: tuple[tuple[str, object], ...] = ()  # sorted (field, value) pairs
 
 
 @dataclass(frozen=True)
@@ -116,16 +138,20 @@ class SweepConfig:
     sizes: tuple[int, ...]
     lrs: tuple[float, ...]
     seeds: tuple[int, ...]
-    model: ModelSpec = field(default_factory=ModelSpec)
+    model: tuple[tuple[str, object], ...] = ()  # the [model] table: sorted (ModelConfig field, value)
     train: TrainSpec = field(default_factory=TrainSpec)
     device: str = "auto"
-    kernel_backend: str = "auto"
     max_attempts: int = 2
     description: str = ""
 
-    @property
-    def n_runs(self) -> int:
-        return len(self.tasks) * len(self.archs) * len(self.sizes) * len(self.lrs) * len(self.seeds)
+    def shared_settings(self) -> dict:
+        """What every run of the sweep shares, by key: a sweep directory may gain runs along the
+        grid's axes, but a change here makes it another sweep."""
+        return {
+            **{f"model.{k}": v for k, v in self.model},
+            **{f"train.{k}": v for k, v in asdict(self.train).items()},
+            "device": self.device,
+        }
 
 
 def load_sweep(path: str | Path) -> tuple[SweepConfig, str]:
@@ -150,14 +176,13 @@ _TOP_KEYS = {
     "name": "sweep name",
     "description": "free text",
     "patterns": "list of mixer patterns, e.g. ['A', 'GGGA']",
-    "arch": "array of tables {name, pattern, neg_eigval}",
+    "arch": "array of tables {name, pattern, neg_eigval, model}",
     "sizes": "list of target non-embedding parameter counts",
     "lrs": "list of learning rates",
     "seeds": "list of run seeds",
     "device": f"one of {DEVICES}",
-    "kernel_backend": f"one of {KERNEL_BACKENDS}",
     "max_attempts": "attempts per run before it stays failed",
-    "model": "table {n_layers, n_heads, mlp_ratio}",
+    "model": "table of ModelConfig fields: " + ", ".join(MODEL_KEYS),
     "train": "table of training settings",
     "task": "array of tables {name, params, train, eval, eval_axes, curriculum_knobs}",
 }
@@ -211,29 +236,50 @@ def _list(raw: dict, key: str, convert) -> tuple:
 
 
 def _pattern(value, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{key} must be a non-empty pattern string over {PATTERN_LETTERS}, got {value!r}")
-    for letter in value:
-        if letter not in PATTERN_LETTERS:
-            raise ValueError(
-                f"{key} = {value!r} has unknown mixer letter {letter!r}; allowed letters: "
-                f"{', '.join(PATTERN_LETTERS)}"
-            )
+    """A pattern's type; its letters are checked against MIXERS when the runs' models are built."""
+    if not isinstance(value, str) or not value or not value.isalpha() or not value.isupper():
+        raise ValueError(
+            f"{key} must be a non-empty pattern string of mixer letters such as 'GGGA', got {value!r}"
+        )
     return value
 
 
+def _model_table(raw, where: str) -> tuple[tuple[str, object], ...]:
+    """A table of ModelConfig fields, type-checked; the models' own checks run in `expand`."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a table of ModelConfig fields: {', '.join(MODEL_KEYS)}")
+    for key, value in raw.items():
+        if key in GRID_MODEL_KEYS:
+            raise ValueError(f"{where}.{key} is set by the grid, from {GRID_MODEL_KEYS[key]}; remove it")
+        if key not in MODEL_KEYS:
+            raise ValueError(f"unknown key {where}.{key!r}; allowed keys: {', '.join(MODEL_KEYS)}")
+        kind = MODEL_KEYS[key]
+        if kind is float:
+            raw[key] = _float(value, f"{where}.{key}", 0.0, open_low=True)
+        elif kind is int:
+            _int(value, f"{where}.{key}", 1)
+        elif kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{where}.{key} must be true or false, got {value!r}")
+        elif kind is str and not isinstance(value, str):
+            raise ValueError(f"{where}.{key} must be a string, got {value!r}")
+    if "backend" in raw:
+        _choice(raw["backend"], f"{where}.backend", BACKENDS)
+    return tuple(sorted(raw.items()))
+
+
 def _archs(raw: dict) -> tuple[ArchSpec, ...]:
-    archs = []
-    for i, pattern in enumerate(raw.get("patterns", [])):
-        archs.append(ArchSpec(name=_pattern(pattern, f"patterns[{i}]"), pattern=pattern))
+    patterns = raw.get("patterns", [])
+    if not isinstance(patterns, list):
+        raise ValueError(f"patterns must be a list of mixer patterns such as ['A', 'GGGA'], got {patterns!r}")
+    archs = [ArchSpec(name=_pattern(p, f"patterns[{i}]"), pattern=p) for i, p in enumerate(patterns)]
     extra = raw.get("arch", [])
     if not isinstance(extra, list):
-        raise ValueError("arch must be an array of tables ([[arch]] name, pattern, neg_eigval)")
+        raise ValueError("arch must be an array of tables ([[arch]] name, pattern, neg_eigval, model)")
     for i, table in enumerate(extra):
         where = f"arch[{i}]."
         if not isinstance(table, dict):
-            raise ValueError(f"arch[{i}] must be a table with keys name, pattern, neg_eigval")
-        _check_keys(table, ("name", "pattern", "neg_eigval"), where)
+            raise ValueError(f"arch[{i}] must be a table with keys name, pattern, neg_eigval, model")
+        _check_keys(table, ("name", "pattern", "neg_eigval", "model"), where)
         if "pattern" not in table:
             raise ValueError(f"missing key {where}pattern (a mixer pattern such as 'GGGA')")
         pattern = _pattern(table["pattern"], f"{where}pattern")
@@ -243,7 +289,8 @@ def _archs(raw: dict) -> tuple[ArchSpec, ...]:
         neg = table.get("neg_eigval", True)
         if not isinstance(neg, bool):
             raise ValueError(f"{where}neg_eigval must be true or false, got {neg!r}")
-        archs.append(ArchSpec(name=name, pattern=pattern, neg_eigval=neg))
+        model = _model_table(dict(table.get("model", {})), f"arch[{i}].model")
+        archs.append(ArchSpec(name=name, pattern=pattern, neg_eigval=neg, model=model))
     if not archs:
         raise ValueError("no architectures: give 'patterns' and/or [[arch]] tables")
     names = [a.name for a in archs]
@@ -300,11 +347,18 @@ def _tasks(raw: dict) -> tuple[TaskSpec, ...]:
             raise ValueError(f"{where} must be a table")
         _check_keys(table, ("name", "params", "train", "eval", "eval_axes", "curriculum_knobs"), f"{where}.")
         name = table.get("name")
-        if name not in TASKS:
+        if not isinstance(name, str) or name not in TASKS:
             raise ValueError(f"unknown task {where}.name = {name!r}; known tasks: {', '.join(sorted(TASKS))}")
         params = table.get("params", {})
         if not isinstance(params, dict):
             raise ValueError(f"{where}.params must be a table of the task's structural parameters")
+        allowed = [p for p in inspect.signature(TASKS[name]).parameters if p != "self"]
+        for key in params:
+            if key not in allowed:
+                raise ValueError(
+                    f"unknown parameter {where}.params.{key} for task {name!r}; allowed parameters: "
+                    f"{', '.join(allowed) or '(none)'}"
+                )
         try:
             task = make_task(name, **params)
         except ValueError as error:
@@ -314,8 +368,8 @@ def _tasks(raw: dict) -> tuple[TaskSpec, ...]:
         axes = table.get("eval_axes", list(task.eval_axes))
         curriculum = table.get("curriculum_knobs", list(task.eval_axes))
         for key, knobs in (("eval_axes", axes), ("curriculum_knobs", curriculum)):
-            if not isinstance(knobs, list):
-                raise ValueError(f"{where}.{key} must be a list of knob names")
+            if not isinstance(knobs, list) or not all(isinstance(k, str) for k in knobs):
+                raise ValueError(f"{where}.{key} must be a list of knob names, got {knobs!r}")
             for knob_name in knobs:
                 if knob_name not in task.knobs:
                     raise ValueError(
@@ -338,18 +392,6 @@ def _tasks(raw: dict) -> tuple[TaskSpec, ...]:
     if len(set(specs)) != len(specs):
         raise ValueError("two [[task]] tables describe the same task with the same settings")
     return tuple(specs)
-
-
-def _model(raw) -> ModelSpec:
-    if not isinstance(raw, dict):
-        raise ValueError("model must be a table {n_layers, n_heads, mlp_ratio}")
-    _check_keys(raw, ("n_layers", "n_heads", "mlp_ratio"), "model.")
-    base = ModelSpec()
-    return ModelSpec(
-        n_layers=_int(raw.get("n_layers", base.n_layers), "model.n_layers", 1, 256),
-        n_heads=_int(raw.get("n_heads", base.n_heads), "model.n_heads", 1, 256),
-        mlp_ratio=_float(raw.get("mlp_ratio", base.mlp_ratio), "model.mlp_ratio", 0.0, 64.0, open_low=True),
-    )
 
 
 def _train(raw) -> TrainSpec:
@@ -393,12 +435,14 @@ def _sweep_from_dict(raw: dict) -> SweepConfig:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ValueError("description must be a string")
-    model = _model(raw.get("model", {}))
+    model = _model_table(dict(raw.get("model", {})), "model")
     archs = _archs(raw)
+    n_layers = dict(model).get("n_layers", ModelConfig.n_layers)
     for arch in archs:
-        if model.n_layers % len(arch.pattern):
+        layers = dict(arch.model).get("n_layers", n_layers)
+        if layers % len(arch.pattern):
             raise ValueError(
-                f"model.n_layers = {model.n_layers} is not a multiple of the length of pattern "
+                f"model.n_layers = {layers} is not a multiple of the length of pattern "
                 f"{arch.pattern!r} (architecture {arch.name!r}); patterns are tiled over depth"
             )
     # Cheap checks first; tasks last, since checking them draws examples.
@@ -407,7 +451,13 @@ def _sweep_from_dict(raw: dict) -> SweepConfig:
     seeds = _list(raw, "seeds", lambda v, k: _int(v, k, 0, 2**62))
     train = _train(raw.get("train", {}))
     device = _choice(raw.get("device", "auto"), "device", DEVICES)
-    kernel_backend = _choice(raw.get("kernel_backend", "auto"), "kernel_backend", KERNEL_BACKENDS)
+    if device == "cpu":
+        for where, table in [("model", model)] + [(f"arch {a.name!r} model", a.model) for a in archs]:
+            if dict(table).get("backend") == "triton":
+                raise ValueError(
+                    f"{where}.backend = 'triton' needs a CUDA device, but device = 'cpu'; "
+                    f"allowed backends on cpu: auto, torch"
+                )
     max_attempts = _int(raw.get("max_attempts", 2), "max_attempts", 1, 100)
     return SweepConfig(
         name=name,
@@ -420,6 +470,5 @@ def _sweep_from_dict(raw: dict) -> SweepConfig:
         model=model,
         train=train,
         device=device,
-        kernel_backend=kernel_backend,
         max_attempts=max_attempts,
     )

@@ -1,8 +1,9 @@
-"""Grid expansion: a sweep config becomes a list of run configs, each a plain JSON dict.
+"""Grid expansion: a sweep config becomes a list of typed, frozen run configs.
 
-A run is identified by `run_id`, a hash of its canonical JSON (sorted keys, no whitespace) and the
-hxt version, so it is the same in every process and on every machine, and changes when any field
-does. The run config holds everything `sweeps.train.run` needs; nothing else reaches a worker.
+`RunConfig` is the spine of a sweep: the grid produces it, its canonical JSON (sorted keys, no
+whitespace, the hxt version included) is hashed into `run_id` and stored, workers receive that
+JSON and rebuild it with `RunConfig.from_json`, and training reads it as attributes. The id is the
+same in every process and on every machine, and changes when any field does.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
-from sweeps.config import SweepConfig
+from architectures.config import ModelConfig
+from sweeps.config import SweepConfig, TaskSpec, TrainSpec
+from synthetic_tasks import make_task
 
-__all__ = ["expand", "run_id", "canonical_json", "eval_bins", "hxt_version", "sweep_hash"]
+__all__ = ["RunConfig", "expand", "check_runs", "canonical_json", "eval_bins", "hxt_version", "sweep_hash"]
 
 
 def hxt_version() -> str:
@@ -30,14 +35,71 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def run_id(run: dict) -> str:
-    """The run's identity: 16 hex digits of sha256(canonical JSON of the run config)."""
-    return hashlib.sha256(canonical_json(run).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run does follows from these fields; nothing else reaches a worker.
+
+    `model` is the run's model before sizing: the sweep's [model] table with the architecture's
+    pattern, eigenvalue range and own departures and the task's vocabulary; `model_config()` gives
+    the width `size_for` picks for `target_params`.
+    """
+
+    task: TaskSpec
+    arch: str  # the architecture's label in the store and reports
+    model: ModelConfig
+    target_params: int
+    lr: float
+    seed: int
+    train: TrainSpec
+    device: str  # auto | cpu | cuda
+    hxt_version: str
+
+    def to_json(self) -> dict:
+        return {
+            "task": self.task.to_json(),
+            "arch": self.arch,
+            "model": asdict(self.model),
+            "target_params": self.target_params,
+            "lr": self.lr,
+            "seed": self.seed,
+            "train": asdict(self.train),
+            "device": self.device,
+            "hxt_version": self.hxt_version,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunConfig:
+        data = {k: v for k, v in data.items() if k != "run_id"}
+        return cls(
+            task=TaskSpec.from_json(data["task"]),
+            arch=data["arch"],
+            model=ModelConfig(**data["model"]),
+            target_params=data["target_params"],
+            lr=data["lr"],
+            seed=data["seed"],
+            train=TrainSpec(**data["train"]),
+            device=data["device"],
+            hxt_version=data["hxt_version"],
+        )
+
+    @cached_property
+    def run_id(self) -> str:
+        """16 hex digits of sha256(canonical JSON of the run config)."""
+        return hashlib.sha256(canonical_json(self.to_json()).encode()).hexdigest()[:16]
+
+    def model_config(self) -> ModelConfig:
+        """The sized model (raises ValueError, naming sizes that work, where none fits)."""
+        from architectures import size_for
+
+        return size_for(self.model, self.target_params)
+
+    def with_backend(self, backend: str) -> RunConfig:
+        return replace(self, model=replace(self.model, backend=backend))
 
 
-def sweep_hash(runs: list[dict]) -> str:
+def sweep_hash(runs: list[RunConfig]) -> str:
     """The sweep's identity: a hash of its set of run ids (so comments and key order do not count)."""
-    return hashlib.sha256(",".join(sorted(r["run_id"] for r in runs)).encode()).hexdigest()[:16]
+    return hashlib.sha256(",".join(sorted(r.run_id for r in runs)).encode()).hexdigest()[:16]
 
 
 def eval_bins(train: tuple[int, int], evals: tuple[int, int], n_bins: int) -> list[int]:
@@ -54,45 +116,63 @@ def eval_bins(train: tuple[int, int], evals: tuple[int, int], n_bins: int) -> li
     return [int(v) for v in values]
 
 
-def expand(config: SweepConfig) -> list[dict]:
-    """All runs of the sweep, in a stable order (task, arch, size, lr, seed), each with `run_id`."""
+def expand(config: SweepConfig) -> list[RunConfig]:
+    """All runs of the sweep, in a stable order (task, arch, size, lr, seed).
+
+    Builds each (task, architecture)'s ModelConfig, so the models' own checks run here; raises
+    ValueError naming the architecture and the failing field.
+    """
     runs = []
     version_ = hxt_version()
-    model = {
-        "n_layers": config.model.n_layers,
-        "n_heads": config.model.n_heads,
-        "mlp_ratio": config.model.mlp_ratio,
-    }
-    train = {name: getattr(config.train, name) for name in config.train.__dataclass_fields__}
+    shared = dict(config.model)
+    models = {}
+    for task in config.tasks:
+        vocab_size = make_task(task.name, **task.params_dict).vocab_size
+        for arch in config.archs:
+            fields = {**shared, **dict(arch.model)}
+            if config.device == "cpu" and fields.get("backend", "auto") == "auto":
+                fields["backend"] = "torch"  # so that no Triton limit applies where Triton never runs
+            try:
+                models[task, arch] = ModelConfig(
+                    vocab_size=vocab_size, pattern=arch.pattern, allow_neg_eigval=arch.neg_eigval, **fields
+                )
+            except ValueError as error:
+                raise ValueError(f"architecture {arch.name!r} ([model] and arch.model): {error}") from None
     for task, arch, size, lr, seed in itertools.product(
         config.tasks, config.archs, config.sizes, config.lrs, config.seeds
     ):
-        run = {
-            "task": task.name,
-            "task_params": task.params_dict,
-            "train_range": {k: list(v) for k, v in task.train_range},
-            "eval_range": {k: list(v) for k, v in task.eval_range},
-            "eval_axes": list(task.eval_axes),
-            "curriculum_knobs": list(task.curriculum_knobs),
-            "arch": arch.name,
-            "pattern": arch.pattern,
-            "neg_eigval": arch.neg_eigval,
-            "target_params": size,
-            "lr": lr,
-            "seed": seed,
-            "model": model,
-            "train": train,
-            "device": config.device,
-            "kernel_backend": config.kernel_backend,
-            "hxt_version": version_,
-        }
-        # Round-trip through JSON so that the dict a worker sees is exactly the hashed one.
-        run = json.loads(canonical_json(run))
-        run["run_id"] = run_id(run)
-        runs.append(run)
+        runs.append(
+            RunConfig(
+                task=task,
+                arch=arch.name,
+                model=models[task, arch],
+                target_params=size,
+                lr=lr,
+                seed=seed,
+                train=config.train,
+                device=config.device,
+                hxt_version=version_,
+            )
+        )
     return runs
 
 
-def strip_id(run: dict) -> dict:
-    """The run config without its id (what the id is a hash of)."""
-    return {k: v for k, v in run.items() if k != "run_id"}
+def check_runs(runs: list[RunConfig]) -> dict[tuple[str, int], ModelConfig]:
+    """Size every (architecture, target) as a worker will: returns the sized ModelConfig of each.
+
+    The non-embedding count does not depend on the vocabulary, so one check per distinct model
+    template and target suffices. Raises ValueError naming the architecture and the size.
+    """
+    sized: dict[tuple[str, int], ModelConfig] = {}
+    done: dict[tuple[ModelConfig, int], ModelConfig] = {}
+    for run in runs:
+        key = (replace(run.model, vocab_size=2), run.target_params)
+        if key not in done:
+            try:
+                done[key] = run.model_config()
+            except ValueError as error:
+                raise ValueError(
+                    f"sizes: {run.target_params} cannot be built for architecture {run.arch!r}: {error}"
+                ) from None
+        sized.setdefault((run.arch, run.target_params), done[key])
+    return sized

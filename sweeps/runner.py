@@ -7,8 +7,11 @@ leaves no trace; each result is committed the moment it arrives.
 
 from __future__ import annotations
 
+import json
+import signal
 import sqlite3
 import subprocess
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +20,13 @@ from functools import cache
 from pathlib import Path
 
 from sweeps.config import SweepConfig, load_sweep
-from sweeps.grid import expand, hxt_version, sweep_hash
-from sweeps.store import Store
+from sweeps.files import check_writable_dir
+from sweeps.grid import check_runs, expand, hxt_version
+from sweeps.lock import SweepLock
+from sweeps.progress import make_progress
+from sweeps.store import STORE_NAME, Store
 
-__all__ = ["SweepSummary", "run_sweep", "git_commit", "check_sizes"]
+__all__ = ["SweepSummary", "run_sweep", "drive", "git_commit", "shared_settings"]
 
 
 @cache
@@ -44,57 +50,22 @@ def git_commit() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def check_sizes(config: SweepConfig) -> dict[tuple[str, int], int]:
-    """Check that every (architecture, size) can be built; returns the chosen d_model of each.
+def shared_settings(config: SweepConfig) -> dict:
+    """The settings every run of a sweep shares; a sweep directory refuses a file that changes them.
 
-    The non-embedding count does not depend on the vocabulary, so one check per pair suffices.
+    Tasks, architectures, sizes, learning rates and seeds are the grid's axes and may grow.
     """
-    from architectures import size_for
-
-    widths = {}
-    for arch in config.archs:
-        for size in config.sizes:
-            try:
-                model = size_for(
-                    arch.pattern,
-                    target_params=size,
-                    vocab_size=16,
-                    n_layers=config.model.n_layers,
-                    n_heads=config.model.n_heads,
-                    mlp_ratio=config.model.mlp_ratio,
-                    allow_neg_eigval=arch.neg_eigval,
-                )
-            except ValueError as error:
-                raise ValueError(
-                    f"sizes: {size} cannot be built for architecture {arch.name!r}: {error}"
-                ) from None
-            widths[arch.name, size] = model.d_model
-    return widths
+    return config.shared_settings()
 
 
 @dataclass(frozen=True)
 class SweepSummary:
-    total: int
+    total: int  # runs of this sweep file
     skipped: int  # already finished before this invocation
-    counts: dict[str, int]  # status -> runs, after this invocation
-
-
-def _progress(total: int, finished: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(
-            "running {task.fields[running]}  failed {task.fields[failed]}  diverged {task.fields[diverged]}"
-        ),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        transient=False,
-    )
-    task = progress.add_task("runs", total=total, completed=finished, running=0, failed=0, diverged=0)
-    return progress, task
+    counts: dict[str, int]  # status -> runs of this file, after this invocation
+    interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the driver
+    requeued: int = 0  # runs put back to pending when the driver stopped
+    in_store: int = 0  # runs in the directory, this file's and earlier files'
 
 
 def run_sweep(
@@ -106,67 +77,126 @@ def run_sweep(
     address: str | None = None,
     run_fn: Callable | None = None,
     show_progress: bool = True,
+    progress: str = "auto",
+    summary_every: float = 60.0,
 ) -> SweepSummary:
-    """Run every unfinished run of the sweep in `path`, recording results in `out`/hxt.sqlite."""
+    """Run every unfinished run of the sweep in `path`, recording results in `out`/hxt.sqlite.
+
+    `progress`: "auto" (a bar on a terminal, lines in a log), "bar", "log" or "none"
+    (`show_progress=False` is "none"). SIGINT and SIGTERM stop the sweep cleanly: the workers
+    are stopped, their runs put back to pending, and the summary says which signal came.
+    """
     from sweeps import backends
 
     if backend not in ("local", "ray"):
         raise ValueError(f"--backend {backend!r} is not known; allowed values: local, ray")
     if address is not None and backend != "ray":
         raise ValueError("--address only applies to --backend ray")
-    config, text = load_sweep(path)
-    check_sizes(config)
-    slots = slots_per_gpu or backends.DEFAULT_SLOTS_PER_GPU
-    if slots < 1:
-        raise ValueError(f"--slots-per-gpu must be >= 1, got {slots}")
+    if slots_per_gpu is not None and slots_per_gpu < 1:
+        raise ValueError(f"--slots-per-gpu must be >= 1, got {slots_per_gpu}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    slots = backends.DEFAULT_SLOTS_PER_GPU if slots_per_gpu is None else slots_per_gpu
+    reporter = make_progress(progress if show_progress else "none", summary_every)
+    config, text = load_sweep(path)
+    runs = expand(config)
+    check_runs(runs)
     if backend == "ray":
         backends._import_ray()
-    runs = expand(config)
-    by_id = {run["run_id"]: run for run in runs}
+    jobs = {run.run_id: {"run_id": run.run_id, **run.to_json()} for run in runs}
     meta = {
         "name": config.name,
-        "config_hash": sweep_hash(runs),
         "config_toml": text,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit() or "",
         "hxt_version": hxt_version(),
+        "shared": json.dumps(shared_settings(config), sort_keys=True),
     }
-    with Store(out) as store:
-        store.init_sweep(meta, runs)
-        queue = deque(store.todo(list(by_id), config.max_attempts))
-        skipped = len(runs) - len(queue)
-        if queue:
-            _execute(
-                store, config, by_id, queue, backend, workers, slots, address, run_fn, show_progress, skipped
-            )
-        return SweepSummary(total=len(runs), skipped=skipped, counts=store.counts())
 
-
-def _execute(store, config, by_id, queue, backend, workers, slots, address, run_fn, show_progress, skipped):
-    from sweeps import backends
-
-    extra = {"run_fn": run_fn} if run_fn is not None else {}
-    if backend == "ray":
-        executor = backends.RayExecutor(workers, config.device, slots, address, **extra)
-    else:
+    def executor(n_runs: int):
+        extra = {"run_fn": run_fn} if run_fn is not None else {}
+        if backend == "ray":
+            return backends.RayExecutor(workers, config.device, slots, address, **extra)
         gpus = 0 if config.device == "cpu" else backends.gpu_count()
         n = workers or backends.default_workers(config.device, slots)
-        executor = backends.LocalExecutor(min(n, len(queue)), gpus, slots, **extra)
-    attempts = {r["run_id"]: r["attempts"] for r in store.runs()}
-    progress, bar = _progress(len(by_id), skipped)
-    counts = {"failed": 0, "diverged": 0}
+        return backends.LocalExecutor(min(n, n_runs), gpus, slots, **extra)
+
+    return drive(out, meta, runs, jobs, config.max_attempts, executor, reporter)
+
+
+def drive(
+    out, meta: dict, runs: list, jobs: dict[str, dict], max_attempts: int, executor, reporter
+) -> SweepSummary:
+    """Hold the directory's lock, record the grid, run what is left; see `run_sweep`.
+
+    `jobs` maps run id to the plain JSON dict a worker receives; `executor(n)` builds the executor
+    for n runs. Everything that can refuse the directory is checked read-only first, so a refusal
+    writes nothing.
+    """
+    check_writable_dir(out, "--out")
+    path = Path(out) / STORE_NAME
+    if path.is_dir():
+        raise ValueError(f"--out {str(out)!r} holds {STORE_NAME} as a directory, not an hxt store")
+    if path.exists():
+        with Store.read_only(path) as existing:
+            existing.check_integrity()
+            existing.check_compatible(meta)
+    with SweepLock(out) as lock, Store(out) as store, _Signals() as signals:
+        if lock.previous is not None:
+            reporter.note(f"note: taking over from a driver that is gone ({lock.previous.describe()})")
+        store.init_sweep(meta, runs)
+        queue = deque(store.todo(list(jobs), max_attempts))
+        skipped = len(jobs) - len(queue)
+        requeued = 0
+        if queue and not signals.received:
+            requeued = _execute(store, lock, signals, jobs, queue, max_attempts, executor, reporter, skipped)
+        counts = store.counts(list(jobs))
+        return SweepSummary(
+            total=len(jobs),
+            skipped=skipped,
+            counts=counts,
+            interrupted=signals.received,
+            requeued=requeued,
+            in_store=sum(store.counts().values()),
+        )
+
+
+class _Signals:
+    """SIGINT and SIGTERM set a flag that the driver loop checks, instead of raising mid-write."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame):
+        self.received = self.received or signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _execute(store, lock, signals, jobs, queue, max_attempts, make_executor, reporter, skipped) -> int:
+    """The driver loop; returns the number of runs put back to pending on an early stop."""
+    executor = make_executor(len(queue))
+    rows = {row["run_id"]: row for row in store.runs()}
+    attempts = {rid: row["attempts"] for rid, row in rows.items()}
+    counts: dict[str, int] = {}
     running: set[str] = set()
     commit = git_commit()
+    reporter.start(len(jobs), skipped, len(queue), executor.describe())
     try:
-        if show_progress:
-            progress.start()
-        while queue or running:
-            while queue and len(running) < executor.capacity:
+        while (queue or running) and not signals.received:
+            while queue and len(running) < executor.capacity and not signals.received:
                 rid = queue.popleft()
                 store.mark_running(rid)
-                executor.submit(by_id[rid])
+                executor.submit(jobs[rid])
                 running.add(rid)
             for rid, result in executor.wait(timeout=0.5):
                 running.discard(rid)
@@ -183,13 +213,16 @@ def _execute(store, config, by_id, queue, backend, workers, slots, address, run_
                     store.record(rid, result)
                 attempts[rid] += 1
                 status = result["status"]
-                if status == "failed" and attempts[rid] < config.max_attempts:
-                    queue.append(rid)
+                final = not (status == "failed" and attempts[rid] < max_attempts)
+                if final:
+                    counts[status] = counts.get(status, 0) + 1
                 else:
-                    progress.advance(bar)
-                if status in counts:
-                    counts[status] += 1
-            progress.update(bar, running=len(running), **counts)
+                    queue.append(rid)
+                reporter.finished(rows[rid], result, attempts[rid], max_attempts, final)
+            reporter.update(len(running), counts)
+            lock.heartbeat()
     finally:
-        executor.close()
-        progress.stop()
+        executor.close()  # stops workers still holding runs
+        reporter.stop()
+        requeued = store.requeue(running) if running else 0
+    return requeued

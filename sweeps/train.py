@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from architectures import LanguageModel, size_for
-from sweeps.grid import eval_bins
+from architectures import LanguageModel
+from sweeps.grid import RunConfig, eval_bins
 from synthetic_tasks import derive_seed, make_task
 
 __all__ = ["run", "resolve_device", "lr_at", "curriculum_ranges"]
@@ -63,26 +63,29 @@ def lr_at(step: int, lr: float, steps: int, warmup: int, min_lr_ratio: float) ->
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * cosine)
 
 
-def curriculum_ranges(step: int, config: dict) -> tuple[dict[str, tuple[int, int]], bool]:
+def curriculum_ranges(step: int, config: RunConfig) -> tuple[dict[str, tuple[int, int]], bool]:
     """Difficulty ranges for training step `step`, and whether the ramp is over."""
-    train = config["train"]
-    ranges = {k: tuple(v) for k, v in config["train_range"].items()}
-    ramp = int(train["curriculum_fraction"] * train["steps"]) if train["curriculum"] == "linear" else 0
+    train = config.train
+    ranges = dict(config.task.train_range)
+    ramp = int(train.curriculum_fraction * train.steps) if train.curriculum == "linear" else 0
     if step >= ramp:
         return ranges, True
     progress = (step + 1) / ramp
-    for knob in config["curriculum_knobs"]:
+    for knob in config.task.curriculum_knobs:
         lo, hi = ranges[knob]
         ranges[knob] = (lo, lo + int(round((hi - lo) * progress)))
     return ranges, False
 
 
-def run(config: dict, device: str | None = None, threads: int = 1) -> dict:
-    """Train and evaluate one run. Never raises; see the module docstring for the result."""
+def run(config: RunConfig | dict, device: str | None = None, threads: int = 1) -> dict:
+    """Train and evaluate one run (a RunConfig, or its JSON as a worker receives it). Never
+    raises; see the module docstring for the result."""
     start = time.time()
     result: dict = {"status": "failed", "error": None, "metrics": [], "evals": []}
     try:
-        device = resolve_device(config["device"], device)
+        if isinstance(config, dict):
+            config = RunConfig.from_json(config)
+        device = resolve_device(config.device, device)
         result["device"] = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
         # One thread per worker: deterministic on CPU, and no oversubscription when many runs share
         # a machine (GPU workers only sample data and launch kernels on the CPU).
@@ -100,32 +103,20 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _build(config: dict, task, device: str):
-    backend = config["kernel_backend"]
-    if backend == "auto":
-        backend = "triton" if device.startswith("cuda") else "torch"
-    model_cfg = size_for(
-        config["pattern"],
-        target_params=config["target_params"],
-        vocab_size=task.vocab_size,
-        n_layers=config["model"]["n_layers"],
-        n_heads=config["model"]["n_heads"],
-        mlp_ratio=config["model"]["mlp_ratio"],
-        allow_neg_eigval=config["neg_eigval"],
-        backend=backend,
-    )
-    generator = torch.Generator().manual_seed(derive_seed(config["seed"], "init"))
+def _build(config: RunConfig, device: str):
+    model_cfg = config.model_config()
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "init"))
     return LanguageModel(model_cfg, generator=generator).to(device), model_cfg
 
 
-def _optimizer(model: torch.nn.Module, config: dict) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": config["train"]["weight_decay"]},
+        {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config["lr"], betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
 def _tensors(batch, device: str):
@@ -135,32 +126,32 @@ def _tensors(batch, device: str):
     return inputs, targets, mask
 
 
-def _train_and_eval(config: dict, device: str, result: dict) -> None:
+def _train_and_eval(config: RunConfig, device: str, result: dict) -> None:
     cuda = device.startswith("cuda")
     if not cuda:
         torch.use_deterministic_algorithms(True)
-    task = make_task(config["task"], **config["task_params"])
-    model, model_cfg = _build(config, task, device)
+    task = make_task(config.task.name, **config.task.params_dict)
+    model, model_cfg = _build(config, device)
     result.update(
         n_params=model.num_params(include_embedding=False),
         n_params_total=model.num_params(include_embedding=True),
         d_model=model_cfg.d_model,
         n_layers=model_cfg.n_layers,
     )
-    train = config["train"]
+    train = config.train
     optimizer = _optimizer(model, config)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
-    train_seed = derive_seed(config["seed"], "train")
-    window = deque(maxlen=train["early_stop_window"])
-    loss_window = deque(maxlen=train["early_stop_window"])
+    train_seed = derive_seed(config.seed, "train")
+    window = deque(maxlen=train.early_stop_window)
+    loss_window = deque(maxlen=train.early_stop_window)
     interval_loss, interval_acc, interval_n = 0.0, 0.0, 0
     step = 0
     model.train()
-    for step in range(train["steps"]):
+    for step in range(train.steps):
         ranges, ramped = curriculum_ranges(step, config)
-        batch = task.sample(derive_seed(train_seed, f"step:{step}"), train["batch_size"], **ranges)
+        batch = task.sample(derive_seed(train_seed, f"step:{step}"), train.batch_size, **ranges)
         inputs, targets, mask = _tensors(batch, device)
-        lr = lr_at(step, config["lr"], train["steps"], train["warmup"], train["min_lr_ratio"])
+        lr = lr_at(step, config.lr, train.steps, train.warmup, train.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with autocast:
@@ -170,7 +161,7 @@ def _train_and_eval(config: dict, device: str, result: dict) -> None:
         loss = F.cross_entropy(picked, gold)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         acc = (picked.argmax(-1) == gold).float().mean()
         loss_value, acc_value, norm_value = torch.stack([loss.detach(), acc, grad_norm]).tolist()
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -199,8 +190,8 @@ def _train_and_eval(config: dict, device: str, result: dict) -> None:
         loss_window.append(loss_value)
         if ramped:
             window.append(acc_value)
-        solved = len(window) == window.maxlen and sum(window) / len(window) >= train["early_stop_acc"]
-        if (step + 1) % train["log_every"] == 0 or solved or step + 1 == train["steps"]:
+        solved = len(window) == window.maxlen and sum(window) / len(window) >= train.early_stop_acc
+        if (step + 1) % train.log_every == 0 or solved or step + 1 == train.steps:
             result["metrics"].append(
                 {
                     "step": step + 1,
@@ -230,29 +221,29 @@ def _train_and_eval(config: dict, device: str, result: dict) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, task, config: dict, device: str) -> tuple[list[dict], int]:
+def evaluate(model, task, config: RunConfig, device: str) -> tuple[list[dict], int]:
     """Accuracy and loss on every bin of the evaluation range, along each evaluation axis.
 
     Along one axis the other knobs are drawn from their training ranges. Rows follow the `evals`
     table; a "moved" slice is added where the task records `moved` per example. Also returns the
     longest sequence evaluated (for the state size).
     """
-    train = config["train"]
+    train = config.train
     cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
-    eval_seed = derive_seed(config["seed"], "eval")
+    eval_seed = derive_seed(config.seed, "eval")
     chance = float(task.chance_accuracy)
-    train_range = {k: tuple(v) for k, v in config["train_range"].items()}
-    eval_range = {k: tuple(v) for k, v in config["eval_range"].items()}
+    train_range = dict(config.task.train_range)
+    eval_range = dict(config.task.eval_range)
     model.eval()
     rows, max_len = [], 0
-    for knob in config["eval_axes"]:
-        for value in eval_bins(train_range[knob], eval_range[knob], train["eval_bins"]):
+    for knob in config.task.eval_axes:
+        for value in eval_bins(train_range[knob], eval_range[knob], train.eval_bins):
             ranges = {**train_range, knob: value}
             totals: dict[str, np.ndarray] = {}
             done, chunk = 0, 0
-            while done < train["eval_examples_per_bin"]:
-                size = min(train["eval_batch_size"], train["eval_examples_per_bin"] - done)
+            while done < train.eval_examples_per_bin:
+                size = min(train.eval_batch_size, train.eval_examples_per_bin - done)
                 batch = task.sample(derive_seed(eval_seed, f"{knob}={value}:{chunk}"), size, **ranges)
                 max_len = max(max_len, batch.inputs.shape[1])
                 inputs, targets, mask = _tensors(batch, device)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.config import parse_sweep
+from sweeps.grid import check_runs, expand
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +43,7 @@ def test_good_config_parses_with_defaults_from_the_task():
     assert dict(task.train_range) == {"length": (3, 10)}
     assert dict(task.eval_range) == {"length": (40, 256)}  # the task's own evaluation range
     assert task.eval_axes == ("length",)
-    assert config.n_runs == 1 * 3 * 1 * 1 * 2
+    assert len(expand(config)) == 1 * 3 * 1 * 1 * 2
 
 
 @pytest.mark.parametrize(("name", "runs"), [("demo", 16), ("reproduce", 1944)])
@@ -73,21 +74,90 @@ BAD = {
         ["device", "auto, cpu, cuda"],
     ),
     "depth not a multiple": (GOOD.replace("n_layers = 4", "n_layers = 3"), ["model.n_layers", "GGGA"]),
+    "patterns not a list": (GOOD.replace('patterns = ["A", "GGGA"]', "patterns = 5"), ["patterns", "list"]),
+    "patterns a string": (GOOD.replace('patterns = ["A", "GGGA"]', 'patterns = "GA"'), ["patterns", "list"]),
+    "task name a list": (GOOD.replace('name = "parity"', 'name = ["parity"]'), ["task[0].name", "parity"]),
+    "eval_axes nested": (
+        GOOD.replace(
+            "train = { length = [3, 10] }", 'train = { length = [3, 10] }\neval_axes = [["length"]]'
+        ),
+        ["task[0].eval_axes", "list of knob names"],
+    ),
+    "curriculum_knobs of tables": (
+        GOOD.replace(
+            "train = { length = [3, 10] }", "train = { length = [3, 10] }\ncurriculum_knobs = [{a = 1}]"
+        ),
+        ["task[0].curriculum_knobs", "list of knob names"],
+    ),
+    "unknown task parameter": (
+        GOOD.replace(
+            "train = { length = [3, 10] }", "train = { length = [3, 10] }\nparams = { modulus = 3 }"
+        ),
+        ["task[0].params.modulus", "allowed parameters", "tagging"],
+    ),
+    "triton on cpu": (
+        GOOD.replace("n_layers = 4", 'n_layers = 4\nbackend = "triton"').replace(
+            "seeds = [0, 1]", 'seeds = [0, 1]\ndevice = "cpu"'
+        ),
+        ["backend = 'triton'", "device = 'cpu'", "auto, torch"],
+    ),
+    "unknown model key": (
+        GOOD.replace("n_layers = 4", "n_layers = 4\nwidth = 3"),
+        ["'width'", "pos", "n_heads"],
+    ),
+    "model key of the grid": (
+        GOOD.replace("n_layers = 4", "n_layers = 4\nd_model = 64"),
+        ["model.d_model", "sizes"],
+    ),
+    "model value of the wrong type": (
+        GOOD.replace("n_layers = 4", 'n_layers = "4"'),
+        ["model.n_layers", "integer"],
+    ),
+    "bad backend": (
+        GOOD.replace("n_layers = 4", 'n_layers = 4\nbackend = "cuda"'),
+        ["backend", "auto, triton, torch"],
+    ),
+    "bad position encoding": (
+        GOOD.replace("n_layers = 4", 'n_layers = 4\npos = "alibi"'),
+        ["pos", "rope", "none"],
+    ),
+    "arch model key unknown": (
+        GOOD.replace("neg_eigval = false", "neg_eigval = false\nmodel = { heads = 2 }"),
+        ["arch[0].model", "'heads'", "n_heads"],
+    ),
+    "triton head dims past 256": (
+        GOOD.replace("n_layers = 4", "n_layers = 4\nn_heads = 1").replace(
+            "sizes = [20000]", "sizes = [4_000_000]"
+        ),
+        ["4000000", "head dims up to 256"],
+    ),
 }
+
+
+def _check(text: str) -> None:
+    """Every check `hxt sweep plan` runs: parsing, building each model config, sizing each model."""
+    check_runs(expand(parse_sweep(text)))
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_bad_configs_name_the_key_and_the_allowed_values(kind):
     text, needles = BAD[kind]
     with pytest.raises(ValueError) as info:
-        parse_sweep(text)
+        _check(text)
     for needle in needles:
         assert needle in str(info.value), (kind, str(info.value))
 
 
 @pytest.mark.parametrize(
     "kind",
-    ["unknown top-level key", "unknown task", "unknown pattern letter", "unknown knob", "impossible value"],
+    [
+        "unknown top-level key",
+        "unknown task",
+        "unknown pattern letter",
+        "unknown knob",
+        "impossible value",
+        "triton head dims past 256",
+    ],
 )
 def test_cli_exits_2_and_writes_nothing(kind, tmp_path, capsys):
     from sweeps.cli import main
