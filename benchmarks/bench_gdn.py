@@ -12,6 +12,7 @@ Needs a CUDA GPU; fla is optional (its columns are left empty without it).
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -28,14 +29,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernels.gated_delta_rule.chunk as gdn_chunk  # noqa: E402
 from kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule  # noqa: E402
 
-# Launch-config variants of ours: chunk size C and overrides of _launch_config. Each kernel's time is
-# read separately from the profile, so one variant tries settings of several kernels at once.
+# Launch-config variants of ours: chunk size C and, per kernel of LaunchConfig, overrides of its
+# KernelConfig fields. Each kernel's time is read separately from the profile, so one variant tries
+# settings of several kernels at once.
+KERNELS = ("prep", "fwd_h", "fwd_o", "dd_local", "bwd_dh", "bwd_wy", "bwd_qk")
 VARIANTS = [
-    dict(C=64, BV_bwd=32),
-    dict(C=64, warps_qk=8),
-    dict(C=64, warps_wy=8, warps_qk=8),
-    dict(C=64, BK=32),  # narrow key tiles (K = 32 only)
-    dict(C=64, BV_seq=32, BV_prep=32, BV_o=32),  # narrow value tiles (V = 32 only)
+    dict(C=64, bwd_wy=dict(BV=32), bwd_qk=dict(BV=32)),
+    dict(C=64, bwd_qk=dict(num_warps=8)),
+    dict(C=64, bwd_wy=dict(num_warps=8), bwd_qk=dict(num_warps=8)),
+    dict(C=64, **{k: dict(BK=32) for k in KERNELS}),  # narrow key tiles (K = 32 only)
+    dict(C=64, **{k: dict(BV=32) for k in ("prep", "fwd_h", "fwd_o", "dd_local", "bwd_dh")}),  # narrow values
 ]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 
@@ -136,8 +139,9 @@ def time_variant(i_s, i_v):
     base = gdn_chunk._launch_config
     wide = over.pop("wide", True)
 
-    def cfg(BH, K, V, half):
-        return base.__wrapped__(BH, K, V, half, wide) | over
+    def cfg(BH, K, V, half, BT):
+        c = base.__wrapped__(BH, K, V, half, BT, wide)
+        return dataclasses.replace(c, **{k: dataclasses.replace(getattr(c, k), **o) for k, o in over.items()})
 
     def outputs(chunk_size):
         leaves = {n: x.clone().requires_grad_(True) for n, x in inputs.items()}

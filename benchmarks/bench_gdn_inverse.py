@@ -23,7 +23,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from kernels.gated_delta_rule.chunk import (  # noqa: E402
+from kernels.gated_delta_rule.triton_fwd import (  # noqa: E402
     _decay_matrix,
     _ld,
     _load_gb,

@@ -21,6 +21,7 @@ import time
 import torch
 import triton
 
+from kernels import _host
 from kernels.ssd import chunk, chunk_ssd, naive_recurrent_ssd
 
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
@@ -271,9 +272,9 @@ def tail_variants(shape):
         ("decay in walk", base, dict(WALK_DECAY_MAX_CHUNKS=big, ONE_LAUNCH_MAX_CHUNKS=0)),
     ]
     # the walk giving y at every length (all of K in one block), including where the default never
-    # takes it (K > 64: walk_o is None there)
-    walk_o = base.walk_o or kc(BK, min(32, BV), 4, 2)
-    out.append(("one launch", rep(base, walk_o=walk_o), dict(ONE_LAUNCH_MAX_CHUNKS=big)))
+    # takes it (K > 64: fwd_hy is None there)
+    fwd_hy = base.fwd_hy or kc(BK, min(32, BV), 4, 2)
+    out.append(("one launch", rep(base, fwd_hy=fwd_hy), dict(ONE_LAUNCH_MAX_CHUNKS=big)))
     tiles = [(16, 4, 3), (64, 4, 3), (32, 2, 3), (32, 8, 3), (32, 4, 2)]
     if BK > 64:
         tiles = [(32, 8, 2), (16, 4, 2), (16, 8, 2), (32, 4, 3), (64, 8, 2), (64, 4, 2)]
@@ -281,20 +282,24 @@ def tail_variants(shape):
         out.append(
             (
                 f"one launch {w}",
-                rep(base, walk_o=kc(BK, min(w[0], BV), w[1], w[2])),
+                rep(base, fwd_hy=kc(BK, min(w[0], BV), w[1], w[2])),
                 dict(ONE_LAUNCH_MAX_CHUNKS=big),
             )
         )
     out += [
-        ("o K 64", rep(base, o=rep(base.o, BK=min(64, BK))), {}),
-        ("dx all of K", rep(base, dx=rep(base.dx, BK=BK)), {}),
-        ("o 3 stages", rep(base, o=rep(base.o, num_stages=3)), {}),
-        ("o/dx BV 32", rep(base, o=rep(base.o, BV=min(32, BV)), dx=rep(base.dx, BV=min(32, BV))), {}),
+        ("o K 64", rep(base, fwd_o=rep(base.fwd_o, BK=min(64, BK))), {}),
+        ("dx all of K", rep(base, bwd_dx=rep(base.bwd_dx, BK=BK)), {}),
+        ("o 3 stages", rep(base, fwd_o=rep(base.fwd_o, num_stages=3)), {}),
+        (
+            "o/dx BV 32",
+            rep(base, fwd_o=rep(base.fwd_o, BV=min(32, BV)), bwd_dx=rep(base.bwd_dx, BV=min(32, BV))),
+            {},
+        ),
     ]
     walks = [(32, 32, 4, 3), (32, 32, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2), (32, 64, 4, 3), (64, 64, 4, 3)]
     walks += [(64, 64, 4, 2), (64, 64, 8, 3), (128, 32, 4, 3), (16, 32, 4, 3)]
     for h in walks:
-        out.append((f"h {h}", rep(base, h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
+        out.append((f"h {h}", rep(base, fwd_h=kc(min(h[0], BK), min(h[1], BV), *h[2:])), {}))
     return out
 
 
@@ -392,8 +397,8 @@ def main_host(args):
     gam = torch.empty(shape[0], shape[2], shape[1], device="cuda")
 
     def one_launch():
-        chunk.chunk_ssd_decay_kernel[(4, shape[0] * shape[2])](
-            dt, A, gam, gam, gam, shape[1], shape[2], BT=64, NEG=False
+        chunk._kernels()[0].chunk_ssd_decay_kernel[(4 * shape[0] * shape[2],)](
+            dt, A, gam, gam, gam, shape[1], shape[2], shape[0], BT=64, NEG=False
         )
 
     leaves7 = [torch.zeros(4, device="cuda", requires_grad=True) for _ in range(7)]
@@ -422,11 +427,11 @@ def main_host(args):
         return chunk_ssd(**grad_leaves)[0]
 
     def fwd_bwd_slow_launch():
-        chunk._FAST_LAUNCH = False
+        _host._FAST_LAUNCH = False
         try:
             return fns["ours"][1]()
         finally:
-            chunk._FAST_LAUNCH = True
+            _host._FAST_LAUNCH = True
 
     cases = dict(
         ours_fwd=fns["ours"][0],
@@ -470,9 +475,9 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
     real_host = chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd
     prof = cProfile.Profile()
 
-    def fwd(ctx, *a):
+    def fwd(*a):
         stamps["f0"] = time.perf_counter_ns()
-        out = real_fwd(ctx, *a)
+        out = real_fwd(*a)
         stamps["f1"] = time.perf_counter_ns()
         return out
 
@@ -504,7 +509,7 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
         stamps["bwd_launch"], stamps["bwd_alloc"] = stamps["launch"], stamps["alloc"]
         return out
 
-    real_launch = chunk._launch
+    real_launch = chunk.launch
 
     def timed_launch(*a, **k):
         t0 = time.perf_counter_ns()
@@ -526,7 +531,7 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
     rows = []
     fn_cls.forward, fn_cls.backward = staticmethod(fwd), staticmethod(bwd)
     chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd = host_fwd, host_bwd
-    chunk._launch = timed_launch
+    chunk.launch = timed_launch
     torch.empty = timed_empty
     try:
         for i in range(n + 10):
@@ -558,7 +563,7 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
     finally:
         fn_cls.forward, fn_cls.backward = real_fwd, real_bwd
         chunk.chunk_ssd_fwd, chunk.chunk_ssd_bwd = real_host
-        chunk._launch = real_launch
+        chunk.launch = real_launch
         torch.empty = real_empty
     torch.cuda.synchronize()
     med = {k: statistics.median(r[k] for r in rows) / 1e3 for k in rows[0]}
@@ -597,23 +602,23 @@ def direct_fwd_bwd(x, dt, A, B, C, D, dy):
 
 
 def main_launch_ab(args):
-    """Wall time of ours (forward+backward) with chunk._launch's cached launch on and off, in turns."""
+    """Wall time of ours (forward+backward) with _host.launch's cached launch on and off, in turns."""
     for i in args.shapes.split(","):
         shape = SHAPES[int(i)]
         fn = callables(shape)["ours"][1]
         walls = {True: [], False: []}
         for _ in range(WALL_ROUNDS):
             for fast in (True, False):
-                chunk._FAST_LAUNCH = fast
+                _host._FAST_LAUNCH = fast
                 walls[fast].append(wall_ms(fn))
         ours, _ = make(shape, requires_grad=False)
         direct = functools.partial(direct_fwd_bwd, *ours.values(), torch.randn_like(ours["x"]))
         hosts = {True: [], False: []}
         for _ in range(WALL_ROUNDS):
             for fast in (True, False):
-                chunk._FAST_LAUNCH = fast
+                _host._FAST_LAUNCH = fast
                 hosts[fast].append(host_us(direct))
-        chunk._FAST_LAUNCH = True
+        _host._FAST_LAUNCH = True
         on, off = (statistics.median(walls[f]) * 1e3 for f in (True, False))
         h_on, h_off = (statistics.median(hosts[f]) for f in (True, False))
         print(

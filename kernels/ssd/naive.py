@@ -81,7 +81,7 @@ def _log_decay(dtA: torch.Tensor, allow_neg_eigval: bool) -> tuple[torch.Tensor,
     return log_abs, sign
 
 
-def chunk_ssd_torch(
+def naive_chunk_ssd(
     x: torch.Tensor,  # [B, T, H, V]
     dt: torch.Tensor,  # [B, T, H]
     A: torch.Tensor,  # [H]
@@ -134,9 +134,10 @@ def chunk_ssd_torch(
     inter = []
     for c in range(NT):
         inter.append(lam[:, :, c, :, None] * (Cc[:, :, c] @ S))
-        S = lam[:, :, c, -1, None, None] * S + (kc[:, :, c] * w[:, :, c, :, None]).transpose(-1, -2) @ xc[
-            :, :, c
-        ]
+        S = (
+            lam[:, :, c, -1, None, None] * S
+            + (kc[:, :, c] * w[:, :, c, :, None]).transpose(-1, -2) @ xc[:, :, c]
+        )
     y = y + torch.stack(inter, dim=2)
     y = y.movedim(1, 3).reshape(n_batch, NT * BT, num_heads, dim_v)[:, :seq_len]
     if D is not None:

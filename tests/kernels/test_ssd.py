@@ -7,7 +7,7 @@ import pytest
 import torch
 import triton
 
-from kernels.ssd import chunk_ssd, chunk_ssd_torch, naive_recurrent_ssd
+from kernels.ssd import chunk_ssd, naive_chunk_ssd, naive_recurrent_ssd
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GRAD_NAMES = ("x", "dt", "A", "B", "C", "D", "initial_state")
@@ -120,13 +120,15 @@ def test_triton_split_tiles_match_recurrence(neg, forward, poisoned, monkeypatch
     # dB/dC kernel sums the dx kernel's V-block shares of d dt), as the launch configuration does at
     # large K and V on a GPU. The forward: the walk forms the chunk decays, or their own kernel does,
     # or the walk (all of K, three V-blocks) gives y as well.
+    from kernels._host import KernelConfig
     from kernels.ssd import chunk
 
-    small = chunk.KernelConfig(BK=16, BV=16, num_warps=4, num_stages=2)
-    walk_o = chunk.KernelConfig(BK=64, BV=16, num_warps=4, num_stages=2) if forward == "one_launch" else None
+    small = KernelConfig(BK=16, BV=16, num_warps=4, num_stages=2)
+    fwd_hy = KernelConfig(BK=64, BV=16, num_warps=4, num_stages=2) if forward == "one_launch" else None
     # the output kernel: all of K in one block, or walking it
-    o = chunk.KernelConfig(BK=64 if forward == "walk_decay" else 16, BV=16, num_warps=4, num_stages=2)
-    cfg = chunk.LaunchConfig(BT=32, h=small, o=o, dh=small, dx=small, dqk=small, walk_o=walk_o)
+    o = KernelConfig(BK=64 if forward == "walk_decay" else 16, BV=16, num_warps=4, num_stages=2)
+    cfg = chunk.LaunchConfig(BT=32, fwd_h=small, fwd_o=o, bwd_dh=small, bwd_dx=small, bwd_dqk=small,
+                             fwd_hy=fwd_hy)
     monkeypatch.setattr(chunk, "_launch_config", lambda *args: cfg)
     monkeypatch.setattr(chunk, "WALK_DECAY_MAX_CHUNKS", 0 if forward == "decay_kernel" else 16)
     inputs = make_inputs(2, 75, 4, 2, 40, 36, dtype=torch.float32, device=DEVICE, seed=5)
@@ -207,7 +209,7 @@ def test_gradcheck_float64(neg, backend):
     def f(*args):
         kw = dict(zip(names, args))
         if backend == "chunked":  # chunks of 2: state passing across three chunks, one partial
-            return chunk_ssd_torch(**kw, output_final_state=True, allow_neg_eigval=neg, chunk_size=2)
+            return naive_chunk_ssd(**kw, output_final_state=True, allow_neg_eigval=neg, chunk_size=2)
         return naive_recurrent_ssd(**kw, output_final_state=True, allow_neg_eigval=neg)
 
     assert torch.autograd.gradcheck(f, [v.clone().requires_grad_(True) for v in inputs.values()])
@@ -239,29 +241,29 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from kernels._host import KernelConfig
     from kernels.ssd import chunk
 
+    kf, kb = chunk._kernels()
     cfg = chunk._launch_config(2, dim_k, dim_v, bf16)
-    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PREC=chunk._precision(bf16))
-    n_v = triton.cdiv(dim_v, cfg.dx.BV)
-    walk = cfg.walk_o or cfg.h
+    common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PRECISION=chunk._precision(bf16))
+    n_v = triton.cdiv(dim_v, cfg.bwd_dx.BV)
+    walk = common | dict(USE_H0=True, STORE_HT=True)
+    hy = cfg.fwd_hy or cfg.fwd_h  # the one-launch forward where the configuration has one
     launches = [
-        (chunk.chunk_ssd_decay_kernel, dict(BT=cfg.BT, NEG=True), chunk.KernelConfig(0, 0, 4, 2)),
-        # the walk in its one-launch form (giving y too) where the configuration has one
-        (chunk.chunk_ssd_fwd_h_kernel,
-         common | dict(BK=walk.BK, BV=walk.BV, USE_H0=True, STORE_FINAL=True,
-                       OUT=cfg.walk_o is not None, STORE_H=True, HAS_D=True), walk),
-        (chunk.chunk_ssd_fwd_h_pairs_kernel,
-         common | dict(BK=cfg.h.BK, BV=cfg.h.BV, USE_H0=True, STORE_FINAL=True), cfg.h),
-        (chunk.chunk_ssd_fwd_o_kernel, common | dict(BK=cfg.o.BK, BV=cfg.o.BV, HAS_D=True),
-         cfg.o),
-        (chunk.chunk_ssd_bwd_dh_kernel, common | dict(BK=cfg.dh.BK, BV=cfg.dh.BV, USE_DHT=True, USE_H0=True),
-         cfg.dh),
-        (chunk.chunk_ssd_bwd_dx_kernel, common | dict(BK=cfg.dx.BK, BV=cfg.dx.BV, HAS_D=True), cfg.dx),
-        (chunk.chunk_ssd_bwd_dqk_kernel,
-         common | dict(BK=cfg.dqk.BK, BV=cfg.dqk.BV, NV=triton.cdiv(dim_v, cfg.dqk.BV), NVX=n_v, HAS_D=True,
-                       RB=512), cfg.dqk),
-    ]
+        (kf.chunk_ssd_decay_kernel, dict(BT=cfg.BT, NEG=True), KernelConfig(0, 0, 4, 3)),
+        (kf.chunk_ssd_fwd_h_kernel, walk | dict(BK=cfg.fwd_h.BK, BV=cfg.fwd_h.BV), cfg.fwd_h),
+        (kf.chunk_ssd_fwd_hy_kernel, walk | dict(BK=hy.BK, BV=hy.BV, HAS_D=True), hy),
+        (kf.chunk_ssd_fwd_y_kernel, walk | dict(BK=hy.BK, BV=hy.BV, HAS_D=True), hy),
+        (kf.chunk_ssd_fwd_h_pairs_kernel, walk | dict(BK=cfg.fwd_h.BK, BV=cfg.fwd_h.BV), cfg.fwd_h),
+        (kf.chunk_ssd_fwd_o_kernel, common | dict(BK=cfg.fwd_o.BK, BV=cfg.fwd_o.BV, HAS_D=True), cfg.fwd_o),
+        (kb.chunk_ssd_bwd_dh_kernel,
+         common | dict(BK=cfg.bwd_dh.BK, BV=cfg.bwd_dh.BV, USE_DHT=True, STORE_DH0=True), cfg.bwd_dh),
+        (kb.chunk_ssd_bwd_dx_kernel, common | dict(BK=cfg.bwd_dx.BK, BV=cfg.bwd_dx.BV, HAS_D=True), cfg.bwd_dx),
+        (kb.chunk_ssd_bwd_dqk_kernel,
+         common | dict(BK=cfg.bwd_dqk.BK, BV=cfg.bwd_dqk.BV, NV=triton.cdiv(dim_v, cfg.bwd_dqk.BV), NVX=n_v,
+                       HAS_D=True, RB=512), cfg.bwd_dqk),
+    ]  # fmt: skip
     out = {}
     for fn, consts, kc in launches:
         if names is not None and not fn.__name__.endswith(tuple(names)):
@@ -270,7 +272,7 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
         for p in fn.params:
             if p.is_constexpr:
                 signature[p.name] = "constexpr"
-            elif p.name in ("T", "NB", "H", "G"):
+            elif p.name in ("T", "NB", "H", "G", "NB_A"):
                 signature[p.name] = "i32"
             else:
                 fp32 = bf16 is False or p.name in ("A", "D", "gam", "sig", "dtc", "red", "h0", "ht", "dht",
@@ -296,7 +298,7 @@ def test_launch_configs_fit_hopper_shared_memory():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     procs = {}
     cases = [(128, 128, False, ("dqk_kernel",)), (256, 96, False, ("o_kernel", "dx_kernel")),
-             (128, 128, True, None), (64, 64, False, ("fwd_h_kernel",))]
+             (128, 128, True, None), (64, 64, False, ("fwd_hy_kernel", "fwd_y_kernel"))]
     for dims in cases:
         code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_ssd; "
                 f"print(test_ssd.shared_memory_bytes(*{dims}))")
@@ -306,7 +308,7 @@ def test_launch_configs_fit_hopper_shared_memory():
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, (dims, err[-2000:])
         shared = ast.literal_eval(out.strip().splitlines()[-1])
-        assert len(shared) == (7 if dims[3] is None else len(dims[3]))
+        assert len(shared) == (9 if dims[3] is None else len(dims[3]))
         assert all(0 <= v <= 227 * 1024 for v in shared.values()), (dims, shared)
 
 
