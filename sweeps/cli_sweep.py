@@ -196,7 +196,7 @@ def plan(file: Path = typer.Argument(..., help="A sweep file (TOML).")) -> None:
     console.print(
         f"training compute at most {total / 1e15:.3g} PFLOP (6·N·tokens, non-embedding N); "
         f"{config.train.steps} steps x batch {config.train.batch_size}, device {config.device}; "
-        f"[model] {model}"
+        f"\\[model] {model}"
     )
 
 

@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 
-import numpy as np
-
 from architectures.config import ModelConfig
 from sweeps.config import SweepConfig, TaskSpec, TrainSpec
 from synthetic_tasks import make_task
+from synthetic_tasks.base import eval_bins
 
 __all__ = ["RunConfig", "expand", "check_runs", "canonical_json", "eval_bins", "hxt_version", "sweep_hash"]
 
@@ -100,20 +99,6 @@ class RunConfig:
 def sweep_hash(runs: list[RunConfig]) -> str:
     """The sweep's identity: a hash of its set of run ids (so comments and key order do not count)."""
     return hashlib.sha256(",".join(sorted(r.run_id for r in runs)).encode()).hexdigest()[:16]
-
-
-def eval_bins(train: tuple[int, int], evals: tuple[int, int], n_bins: int) -> list[int]:
-    """Knob values to evaluate at: every value if few, else a geometric spread, ends included.
-
-    The spread runs from the lower of the two ranges' lows to the higher of their highs, so that
-    in-range and out-of-range difficulty both show; the training maximum is always a bin.
-    """
-    lo, hi = min(train[0], evals[0]), max(train[1], evals[1])
-    if hi - lo + 1 <= n_bins:
-        return list(range(lo, hi + 1))
-    values = np.round(np.geomspace(max(lo, 1), hi, n_bins)).astype(int)
-    values = np.unique(np.concatenate([[lo, train[1]], values[values >= lo], [hi]]))
-    return [int(v) for v in values]
 
 
 def expand(config: SweepConfig) -> list[RunConfig]:

@@ -1,6 +1,6 @@
 """A counter-based random number generator for numba-jitted generators.
 
-Each example gets its own stream, `example_state(seed, index)`, so a batch is the same whatever
+Each example gets its own stream, `seed_state(state, seed, index)`, so a batch is the same whatever
 order (or thread) fills it, and no global RNG state is touched. The mixer is splitmix64.
 """
 
@@ -23,17 +23,10 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True)
-def example_state(seed, index):
-    """A one-element uint64 state array for example `index` of a batch drawn with `seed`."""
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = _mix(np.uint64(seed) * _GOLDEN + _mix(np.uint64(index) + _GOLDEN))
-    return state
-
-
 @numba.njit(cache=True, inline="always")
 def seed_state(state, seed, index):
-    """Reset an existing state array to the start of example `index`'s stream (no allocation)."""
+    """Set a one-element uint64 state array to the start of example `index`'s stream of a batch
+    drawn with `seed` (no allocation)."""
     state[0] = _mix(np.uint64(seed) * _GOLDEN + _mix(np.uint64(index) + _GOLDEN))
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "make_task",
     "derive_seed",
     "empty_batch",
+    "eval_bins",
+    "int_param",
     "pack_batch",
 ]
 
@@ -142,16 +144,31 @@ class Task(ABC):
         """Render one example as human-readable text, with its supervised answers."""
 
     def eval_bins(self, knob: str, n_bins: int = 8) -> list[int]:
-        """Values of `knob` to evaluate at: spread from the training low to the evaluation high."""
+        """Values of `knob` to evaluate at, from this task's own train and evaluation ranges."""
         if knob not in self.knobs:
             raise ValueError(f"unknown knob {knob!r} for task {self.name!r}; known: {sorted(self.knobs)}")
-        lo = min(self.train_range[knob][0], self.eval_range[knob][0])
-        hi = max(self.train_range[knob][1], self.eval_range[knob][1])
-        if hi - lo + 1 <= n_bins:
-            return list(range(lo, hi + 1))
-        values = np.unique(np.round(np.geomspace(max(lo, 1), hi, n_bins)).astype(int))
-        values = np.unique(np.concatenate([[lo], values[values >= lo], [hi]]))
-        return [int(v) for v in values]
+        return eval_bins(self.train_range[knob], self.eval_range[knob], n_bins)
+
+
+def eval_bins(train: tuple[int, int], evals: tuple[int, int], n_bins: int) -> list[int]:
+    """Knob values to evaluate at: every value if few, else a geometric spread, ends included.
+
+    The spread runs from the lower of the two ranges' lows to the higher of their highs, so that
+    in-range and out-of-range difficulty both show; the training maximum is always a bin.
+    """
+    lo, hi = min(train[0], evals[0]), max(train[1], evals[1])
+    if hi - lo + 1 <= n_bins:
+        return list(range(lo, hi + 1))
+    values = np.round(np.geomspace(max(lo, 1), hi, n_bins)).astype(int)
+    values = np.unique(np.concatenate([[lo, train[1]], values[values >= lo], [hi]]))
+    return [int(v) for v in values]
+
+
+def int_param(name: str, value, low: int, high: int) -> int:
+    """A structural parameter that must be an integer in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"parameter {name!r} must be an int in [{low}, {high}], got {value!r}")
+    return int(value)
 
 
 def empty_batch(batch: int, width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -66,3 +66,16 @@ def put_decimal(row, t, value, digit0):
         row[t + j] = digit0 + value % 10
         value //= 10
     return t + digits
+
+
+def codes(text: str, alphabet: str) -> np.ndarray:
+    """The token ids of `text` in a character task's alphabet."""
+    return np.array([alphabet.index(c) for c in text], dtype=np.int64)
+
+
+@numba.njit(cache=True, inline="always")
+def put(row, t, codes):
+    """Write the token ids `codes` into `row` from position t; returns the position after them."""
+    for j in range(codes.shape[0]):
+        row[t + j] = codes[j]
+    return t + codes.shape[0]

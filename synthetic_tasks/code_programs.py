@@ -17,7 +17,7 @@ import numpy as np
 
 from synthetic_tasks._rng import randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import flat_buffers, pack_rows, put_decimal, supervise
+from synthetic_tasks.code_common import codes, flat_buffers, pack_rows, put, put_decimal, supervise
 
 __all__ = ["StraightLinePrograms"]
 
@@ -27,7 +27,7 @@ _MIN_ITER, _MAX_ITER = 2, 5
 
 
 def _codes(text: str) -> np.ndarray:
-    return np.array([CHARS.index(c) for c in text], dtype=np.int64)
+    return codes(text, CHARS)
 
 
 _NL, _SPACE, _MINUS, _COLON = (CHARS.index(c) for c in "\n -:")
@@ -45,13 +45,6 @@ _CLOSE = CHARS.index(")")
 _H_FOR, _H_LESS, _H_GREATER = 0, 1, 2
 _E_CONST, _E_VAR_CONST, _E_VAR_VAR = 0, 1, 2
 _ADD, _SUB, _MUL = 0, 1, 2
-
-
-@numba.njit(cache=True, inline="always")
-def _put(row, t, codes):
-    for j in range(codes.shape[0]):
-        row[t + j] = codes[j]
-    return t + codes.shape[0]
 
 
 @numba.njit(cache=True)
@@ -127,7 +120,7 @@ def _put_assignment(row, t, indent, names, target, kind, op, a, b):
         row[t] = _SPACE
         t += 1
     row[t] = _LETTER_A + names[target]
-    t = _put(row, t + 1, _ASSIGN)
+    t = put(row, t + 1, _ASSIGN)
     if kind == _E_CONST:
         t = _put_int(row, t, a)
     else:
@@ -235,17 +228,17 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
                     row[t] = _SPACE
                     t += 1
                 if h_kind[j] == _H_FOR:
-                    t = _put(row, t, _FOR)
+                    t = put(row, t, _FOR)
                     t = _put_int(row, t, h_a[j])
-                    t = _put(row, t, _CLOSE_COLON)
+                    t = put(row, t, _CLOSE_COLON)
                 else:
-                    t = _put(row, t, _IF)
+                    t = put(row, t, _IF)
                     row[t] = _LETTER_A + names[h_a[j]]
                     if h_kind[j] == _H_LESS:
-                        t = _put(row, t + 1, _LESS)
+                        t = put(row, t + 1, _LESS)
                         t = _put_int(row, t, h_b[j])
                     else:
-                        t = _put(row, t + 1, _GREATER)
+                        t = put(row, t + 1, _GREATER)
                         row[t] = _LETTER_A + names[h_b[j]]
                         t += 1
                     row[t] = _COLON
@@ -253,7 +246,7 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
                 row[t] = _NL
                 t += 1
             t = _put_assignment(row, t, depth, names, target, kind, op, a, b)
-        t = _put(row, t, _PRINT)
+        t = put(row, t, _PRINT)
         row[t] = _LETTER_A + names[target]
         row[t + 1] = _CLOSE
         row[t + 2] = _NL

@@ -11,15 +11,9 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import first_draws, next_u64, randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, empty_batch, register
+from synthetic_tasks.base import Batch, Knob, Task, empty_batch, int_param, register
 
 __all__ = ["ModularArithmeticBrackets", "Dyck"]
-
-
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"parameter {name!r} must be an int in [{low}, {high}], got {value!r}")
-    return int(value)
 
 
 @numba.njit(cache=True, inline="always")
@@ -155,7 +149,7 @@ class ModularArithmeticBrackets(Task):
     eval_axes = ("length",)
 
     def __init__(self, modulus: int = 5):
-        self.modulus = _check_int("modulus", modulus, 2, 1000)
+        self.modulus = int_param("modulus", modulus, 2, 1000)
         m = self.modulus
         self.PLUS, self.MINUS, self.TIMES, self.OPEN, self.CLOSE = m, m + 1, m + 2, m + 3, m + 4
         self.EQUALS, self.PAD = m + 5, m + 6
@@ -255,7 +249,7 @@ class Dyck(Task):
     eval_axes = ("length", "max_depth")
 
     def __init__(self, kinds: int = 2):
-        self.kinds = _check_int("kinds", kinds, 1, 64)
+        self.kinds = int_param("kinds", kinds, 1, 64)
         self.END, self.PAD = 2 * self.kinds, 2 * self.kinds + 1
         self.vocab_size = 2 * self.kinds + 2
         self.pad_id = self.PAD

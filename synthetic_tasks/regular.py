@@ -14,18 +14,12 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import first_draws, next_u64, randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, empty_batch, register
+from synthetic_tasks.base import Batch, Knob, Task, empty_batch, int_param, register
 
 __all__ = ["Parity", "ModularArithmetic", "CycleNavigation", "EvenPairs"]
 
 _LENGTH_TRAIN = (3, 40)
 _LENGTH_EVAL = (40, 256)
-
-
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"parameter {name!r} must be an int in [{low}, {high}], got {value!r}")
-    return int(value)
 
 
 def _check_bool(name: str, value) -> bool:
@@ -181,7 +175,7 @@ class ModularArithmetic(Task):
     eval_axes = ("length",)
 
     def __init__(self, modulus: int = 5):
-        self.modulus = _check_int("modulus", modulus, 2, 1000)
+        self.modulus = int_param("modulus", modulus, 2, 1000)
         self.PLUS, self.MINUS, self.TIMES = self.modulus, self.modulus + 1, self.modulus + 2
         self.EQUALS, self.PAD = self.modulus + 3, self.modulus + 4
         self.vocab_size = self.modulus + 5
@@ -250,7 +244,7 @@ class CycleNavigation(Task):
     eval_axes = ("length",)
 
     def __init__(self, cycle: int = 5):
-        self.cycle = _check_int("cycle", cycle, 2, 1000)
+        self.cycle = int_param("cycle", cycle, 2, 1000)
         self.LEFT, self.STAY, self.RIGHT = self.cycle, self.cycle + 1, self.cycle + 2
         self.EQUALS, self.PAD = self.cycle + 3, self.cycle + 4
         self.vocab_size = self.cycle + 5

@@ -9,12 +9,13 @@ def test_pattern_is_tiled_over_depth():
     assert ModelConfig(vocab_size=8, n_layers=3, pattern="M").layer_pattern == "MMM"
 
 
-def test_registry_binds_the_three_letters():
-    assert sorted(MIXERS) == ["A", "G", "M"]
+def test_registry_binds_each_mixer_under_its_own_letter():
+    assert {"A", "G", "M"} <= set(MIXERS)
+    assert all(mixer.letter == letter for letter, mixer in MIXERS.items())
 
 
 def test_unknown_letter_is_named_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"'X'.*\['A', 'G', 'M'\]"):
+    with pytest.raises(ValueError, match=r"'X'.*allowed letters: A, G, M"):
         ModelConfig(vocab_size=8, n_layers=4, pattern="GGXA")
 
 
@@ -72,8 +73,23 @@ def test_wide_mamba_layers_get_more_heads_of_at_most_the_papers_head_dim():
     assert (odd.mamba_heads, odd.mamba_head_dim) == (4, 50)
 
 
-def test_triton_gdn_head_dims_are_bounded():
-    ModelConfig(vocab_size=8, d_model=512, n_heads=4, pattern="G", backend="triton")  # value dim 256
+@pytest.mark.parametrize("backend", ["triton", "auto"])
+def test_triton_gdn_head_dims_are_bounded(backend):
+    ModelConfig(vocab_size=8, d_model=512, n_heads=4, pattern="G", backend=backend)  # value dim 256
     with pytest.raises(ValueError, match="n_heads=2"):
-        ModelConfig(vocab_size=8, d_model=512, n_heads=2, pattern="G", backend="triton")
+        ModelConfig(vocab_size=8, d_model=512, n_heads=2, pattern="G", backend=backend)
     ModelConfig(vocab_size=8, d_model=512, n_heads=2, pattern="G", backend="torch")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("n_layers", 2.0), ("pos", 1), ("allow_neg_eigval", 1), ("mlp_ratio", "4"), ("init_std", 0.0)],
+)
+def test_fields_are_type_and_range_checked(key, value):
+    with pytest.raises(ValueError, match=key):
+        ModelConfig(vocab_size=8, **{key: value})
+
+
+def test_whole_floats_are_stored_as_floats_so_equal_configs_are_equal():
+    assert ModelConfig(vocab_size=8, mlp_ratio=4) == ModelConfig(vocab_size=8, mlp_ratio=4.0)
+    assert isinstance(ModelConfig(vocab_size=8, mlp_ratio=4).mlp_ratio, float)

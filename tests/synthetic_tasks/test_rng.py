@@ -5,7 +5,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from synthetic_tasks._rng import example_state, first_draws, next_u64, randint, seed_state, uniform
+from synthetic_tasks._rng import first_draws, next_u64, randint, seed_state, uniform
+
+
+@numba.njit
+def example_state(seed, index):
+    state = np.empty(1, dtype=np.uint64)
+    seed_state(state, seed, index)
+    return state
 
 
 @numba.njit
@@ -37,9 +44,10 @@ def test_streams_are_pinned():
 
 
 def test_seed_state_restarts_a_stream():
-    state = np.zeros(1, dtype=np.uint64)
+    state = example_state(42, 3)
+    first = next_u64(state)
     seed_state(state, 42, 3)
-    assert state[0] == example_state(42, 3)[0]
+    assert next_u64(state) == first
     assert example_state(42, 3)[0] != example_state(42, 4)[0] != example_state(43, 3)[0]
 
 
