@@ -1,4 +1,4 @@
-"""Slow, obviously-correct pure-Python oracles, one per task, written from TASKS.md alone.
+"""Slow, obviously-correct pure-Python oracles, one per task, written from docs/TASKS.md alone.
 
 They never import the generators. Each family module exposes ``ORACLES``: task name ->
 ``oracle(task, tokens) -> dict[int, int]``, which reads one example's input tokens (padding

@@ -3,7 +3,7 @@
 Every oracle turns the tokens back into program text, with each supervised question written as a
 ``print(...)`` of the asked expression, executes it with ``exec`` in a namespace that holds no
 builtins but a ``print`` that records, and pairs the printed values, in order, with the positions
-where the task asks them. Token layouts are read from TASKS.md and each task's docstring.
+where the task asks them. Token layouts are read from docs/TASKS.md and each task's docstring.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Oracles for the group word problems: compose the permutations as tuples, step by step.
 
-Token layout (TASKS.md and each task's docstring): token i is the permutation
+Token layout (docs/TASKS.md and each task's docstring): token i is the permutation
 ``task.elements[i]``; the product is "left first, then right": ``(p · q)(i) = q(p(i))``.
 """
 

@@ -1,6 +1,6 @@
 """Oracle for MQAR: read the key-value context, then answer every later key with its value.
 
-Token layout (TASKS.md, the task docstring): 0 blank, keys 1 .. V/2-1, values V/2 .. V-1; the
+Token layout (docs/TASKS.md, the task docstring): 0 blank, keys 1 .. V/2-1, values V/2 .. V-1; the
 context is the leading run of (key, value) pairs; every key after it is a query.
 """
 

@@ -1,4 +1,4 @@
-"""Oracles for the regular tasks, from TASKS.md and each task's documented token layout."""
+"""Oracles for the regular tasks, from docs/TASKS.md and each task's documented token layout."""
 
 from __future__ import annotations
 
