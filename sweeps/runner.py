@@ -8,6 +8,7 @@ leaves no trace; each result is committed the moment it arrives.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -31,7 +32,13 @@ __all__ = ["SweepSummary", "run_sweep", "drive", "git_commit", "shared_settings"
 
 @cache
 def git_commit() -> str | None:
-    """The commit of the hxt checkout, with "-dirty" if it has uncommitted changes; None outside git."""
+    """The commit of the hxt checkout, with "-dirty" if it has uncommitted changes; None outside git.
+
+    A copy of a checkout without its .git (e.g. on a lent GPU machine) names its commit in the
+    environment variable HXT_GIT_COMMIT.
+    """
+    if os.environ.get("HXT_GIT_COMMIT"):
+        return os.environ["HXT_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
