@@ -1,7 +1,8 @@
 """Read a sweep store (`<sweep dir>/hxt.sqlite`) into pandas, read-only.
 
 The store is written only by the sweep driver (`sweeps/schema.sql` is its schema); analysis reads it
-with plain SQL and never writes, so a report can be regenerated at any time, even mid-sweep.
+with plain SQL through `sweeps.store.connect_read_only` and never writes (not even beside it), so a
+report can be regenerated at any time, even mid-sweep or from read-only media.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-STORE_NAME = "hxt.sqlite"
+from sweeps.store import connect_read_only, store_file
+
 RUN_STATUSES = ("done", "failed", "diverged", "pending", "running")
 
 
@@ -42,46 +44,44 @@ class Store:
         return {status: int(counts.get(status, 0)) for status in RUN_STATUSES}
 
 
-def store_path(sweep_dir: Path | str) -> Path:
-    """The store file of a sweep directory (a path to the file itself is accepted too)."""
-    path = Path(sweep_dir)
-    if path.is_dir():
-        path = path / STORE_NAME
-    if not path.is_file():
-        raise ValueError(f"sweep_dir: no store at {path} (expected a sweep directory holding {STORE_NAME})")
-    return path
+def read_tables(sweep_dir: Path | str) -> tuple[Path, dict[str, str], dict[str, pd.DataFrame]]:
+    """The store's file, its sweep header and every table (all rows), read-only.
+
+    Raises ValueError when the path holds no hxt store or the store cannot be read.
+    """
+    path = store_file(sweep_dir)
+    connection = connect_read_only(path)
+    try:
+        sweep = dict(connection.execute("SELECT key, value FROM sweep").fetchall())
+        names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            name: pd.read_sql_query(f"SELECT * FROM {name} ORDER BY rowid", connection)
+            for name in ("runs", "metrics", "evals", "configs")
+            if name in names
+        }
+    except (sqlite3.Error, pd.errors.DatabaseError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable hxt store ({error})") from None
+    finally:
+        connection.close()
+    return path, sweep, tables
 
 
 def load_store(sweep_dir: Path | str) -> Store:
-    """Load a store; raise ValueError if it is missing, not a readable store, or has no done runs."""
-    path = store_path(sweep_dir)
-    try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise ValueError(f"sweep_dir: cannot open the store {path}: {error}") from error
-    try:
-        sweep = dict(connection.execute("SELECT key, value FROM sweep").fetchall())
-        runs = pd.read_sql_query("SELECT * FROM runs", connection)
-        metrics = pd.read_sql_query(
-            "SELECT m.* FROM metrics m JOIN runs r USING (run_id) WHERE r.status = 'done'", connection
-        )
-        evals = pd.read_sql_query(
-            "SELECT e.* FROM evals e JOIN runs r USING (run_id) WHERE r.status = 'done'", connection
-        )
-    except (sqlite3.Error, pd.errors.DatabaseError) as error:
-        raise ValueError(f"sweep_dir: {path} is not a readable hxt store ({error})") from error
-    finally:
-        connection.close()
+    """Load a store for analysis; raise ValueError if it is missing, not a readable store, or has no
+    done runs. Opens the file read-only and creates nothing beside it."""
+    path, sweep, tables = read_tables(sweep_dir)
+    runs = tables["runs"]
+    done_ids = set(runs.loc[runs["status"] == "done", "run_id"])
+    metrics = tables["metrics"][tables["metrics"]["run_id"].isin(done_ids)].reset_index(drop=True)
+    evals = tables["evals"][tables["evals"]["run_id"].isin(done_ids)].reset_index(drop=True)
 
     done = runs[runs["status"] == "done"]
     if done.empty:
         counts = runs["status"].value_counts().to_dict()
-        raise ValueError(
-            f"sweep_dir: the store {path} has no done runs yet (run statuses: {counts or 'none'})"
-        )
+        raise ValueError(f"the store {str(path)!r} has no done runs yet (run statuses: {counts or 'none'})")
     evaluated = set(evals["run_id"])
     if not evaluated:
-        raise ValueError(f"sweep_dir: the store {path} has done runs but no evaluation rows")
+        raise ValueError(f"the store {str(path)!r} has done runs but no evaluation rows")
 
     runs = runs.assign(task_label=_task_labels(runs))
     return Store(path=path, sweep=sweep, runs=runs, metrics=metrics, evals=evals)

@@ -32,6 +32,7 @@ from analysis.tables import (
     verdict_table,
 )
 from analysis.verdict import MIN_SEEDS, TIE_BAND
+from sweeps.files import check_writable_dir
 
 FIGURES = "figures"
 
@@ -65,6 +66,7 @@ def write_report(sweep_dir: Path | str, out: Path | str | None = None, n_boot: i
     """Write report.md, report.html and figures/*.png; return the written paths (report files first)."""
     store = load_store(sweep_dir)
     out = Path(out) if out is not None else store.path.parent / "report"
+    check_writable_dir(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     analysis = analyse(store, n_boot=n_boot)
     blocks = build_blocks(analysis, out / FIGURES)

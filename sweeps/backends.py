@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait as wait_connections
 
-from sweeps.train import run as train_run
-
 __all__ = ["LocalExecutor", "RayExecutor", "gpu_count", "visible_gpus", "default_workers", "RAY_INSTALL"]
 
 RAY_INSTALL = "pip install 'hxt[ray]'"
 DEFAULT_SLOTS_PER_GPU = 6
+# The driver stops its workers itself (on Ctrl-C, SIGTERM or at the end); a signal sent to the
+# whole process group (a terminal's Ctrl-C, a batch system's SIGTERM) must not kill them first,
+# or a worker's traceback and a burnt retry would reach the store before the driver stops cleanly.
+_DRIVER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def train_run(config: dict, device: str | None = None, threads: int = 1) -> dict:
+    """`sweeps.train.run`, imported in the worker (the driver never needs torch)."""
+    from sweeps.train import run
+
+    return run(config, device=device, threads=threads)
 
 
 def visible_gpus() -> list[str]:
@@ -60,6 +70,9 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_main(conn, gpu: str | None, run_fn: Callable, parent: int) -> None:
+    for signum in _DRIVER_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DRIVER_SIGNALS)  # blocked by the driver at spawn
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
@@ -107,12 +120,22 @@ class LocalExecutor:
         self.slots = [_Slot(ids[i % len(ids)] if ids else None) for i in range(workers)]
         self.capacity = workers
 
+    def describe(self) -> str:
+        where = f"GPUs {', '.join(sorted({s.gpu for s in self.slots}))}" if self.slots[0].gpu else "CPU"
+        return f"{self.capacity} local worker{'s' if self.capacity > 1 else ''} ({where})"
+
     def _start(self, slot: _Slot) -> None:
         parent_conn, child_conn = self.context.Pipe()
         slot.process = self.context.Process(
             target=_worker_main, args=(child_conn, slot.gpu, self.run_fn, os.getpid()), daemon=True
         )
-        slot.process.start()
+        # The child inherits the blocked mask through exec, so a signal that reaches it while Python
+        # starts up waits until _worker_main has chosen to ignore it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DRIVER_SIGNALS)
+        try:
+            slot.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_conn.close()
         slot.conn = parent_conn
 
@@ -218,6 +241,9 @@ class RayExecutor:
         self.remote = remote.options(num_cpus=1, num_gpus=1 / slots_per_gpu if gpus else 0, max_retries=0)
         self.run_fn = run_fn
         self.pending: dict = {}
+
+    def describe(self) -> str:
+        return f"Ray ({self.capacity} runs at once)"
 
     def submit(self, run: dict) -> None:
         self.pending[self.remote.remote(run, self.run_fn)] = run["run_id"]

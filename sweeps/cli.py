@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from sweeps.cli_export import export
 from sweeps.cli_sweep import register_commands as register_sweep_commands
 from sweeps.cli_tasks import app as tasks_app
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(tasks_app, name="tasks", help="List and inspect the task library.")
 register_sweep_commands(app)
+app.command("export")(export)
 
 
 @app.command()
@@ -39,18 +41,35 @@ def report(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: returns on success, otherwise leaves through `sys.exit` with the code.
+
+    1 a run or a sweep's runs failed; 2 a user error (one line, no traceback); 130 / 143
+    stopped by SIGINT / SIGTERM.
+    """
     try:
-        app(args=argv, prog_name="hxt", standalone_mode=False)
+        # Without standalone mode, click hands back a command's `typer.Exit` code instead of exiting.
+        code = app(args=argv, prog_name="hxt", standalone_mode=False)
     except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
+        code = exit_.exit_code
+    except (typer.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        typer.echo("interrupted", err=True)
         sys.exit(130)
     except typer.TyperException as error:  # usage errors: unknown command, bad option
         error.show()
         sys.exit(2)
     except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {_one_line(error)}", err=True)
         sys.exit(2)
+    except OSError as error:  # a path the user named cannot be written or read
+        where = f" {error.filename!r}" if error.filename else ""
+        typer.echo(f"error:{where} {error.strerror or _one_line(error)}", err=True)
+        sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split("\n"))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""`hxt tasks list` and `hxt tasks show`: the task library from the command line."""
+"""`hxt tasks list`, `hxt tasks show` and `hxt tasks export`: the task library from the command line."""
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -57,6 +58,26 @@ def _parse_extra_options(args: list[str]) -> dict:
     return options
 
 
+def _task_and_knobs(name: str, args: list[str]):
+    """The task built from the structural parameters among `args`, and the knobs among them."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    options = _parse_extra_options(args)
+    knob_names = set(TASKS[name].knobs)
+    param_names = _structural_params(name)
+    unknown = sorted(set(options) - knob_names - set(param_names))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join('--' + k for k in unknown)} for task {name!r}; "
+            f"knobs: {', '.join(sorted(knob_names)) or '-'}; parameters: {', '.join(param_names) or '-'}"
+        )
+    task = make_task(name, **{k: v for k, v in options.items() if k not in knob_names})
+    knobs = {k: v for k, v in options.items() if k in knob_names}
+    for knob, value in knobs.items():
+        task.knobs[knob].resolve(knob, value)
+    return task, knobs
+
+
 def _structural_params(name: str) -> list[str]:
     signature = inspect.signature(TASKS[name].__init__)
     return [p for p in signature.parameters if p != "self"]
@@ -94,21 +115,10 @@ def show(
     Extra options set difficulty knobs (``--length 12`` or a range ``--length 3,40``) and
     structural parameters (``--modulus 7``, ``--tagging true``).
     """
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     if n < 1:
         raise ValueError(f"option --n must be >= 1, got {n}")
-    options = _parse_extra_options(ctx.args)
-    knob_names = set(TASKS[name].knobs)
-    param_names = _structural_params(name)
-    unknown = sorted(set(options) - knob_names - set(param_names))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join('--' + k for k in unknown)} for task {name!r}; "
-            f"knobs: {', '.join(sorted(knob_names)) or '-'}; parameters: {', '.join(param_names) or '-'}"
-        )
-    task = make_task(name, **{k: v for k, v in options.items() if k not in knob_names})
-    batch = task.sample(seed, n, **{k: v for k, v in options.items() if k in knob_names})
+    task, knobs = _task_and_knobs(name, ctx.args)
+    batch = task.sample(seed, n, **knobs)
     params = ", ".join(f"{k}={v}" for k, v in task.params().items())
     typer.echo(
         f"{name} ({task.family}{'; ' + params if params else ''}), vocab {task.vocab_size}, "
@@ -118,3 +128,44 @@ def show(
         meta = ", ".join(f"{key}={int(values[index])}" for key, values in batch.meta.items())
         typer.echo(f"\n# example {index} ({meta})")
         typer.echo(task.decode(batch, index))
+
+
+@app.command(
+    "export",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def export(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Task name (see `hxt tasks list`)."),
+    n: int = typer.Option(..., "--n", help="Number of examples."),
+    out: Path = typer.Option(..., help="File to write: .parquet, .jsonl or .csv."),
+    seed: int = typer.Option(0, help="Seed; the same seed, n and knobs always give the same rows."),
+) -> None:
+    """Write a task's examples to a file, for training elsewhere on our generators.
+
+    Each row holds one example: `inputs`, `targets` and `loss_mask` (lists, trimmed of padding;
+    targets[t] is the answer after reading inputs[: t + 1], scored where loss_mask is true),
+    `seq_len`, and the example's knob values and other meta as columns. Knobs and structural
+    parameters are extra options as for `hxt tasks show` (``--length 3,40``, ``--modulus 7``);
+    knobs left out keep the task's training range. Parquet files also carry the task, its
+    parameters, the knobs, seed, vocabulary size, padding id and chance accuracy as metadata.
+    """
+    from sweeps.cli_export import FORMATS, task_examples, task_metadata, write_frame
+    from sweeps.files import check_writable_dir
+
+    if n < 1:
+        raise ValueError(f"option --n must be >= 1, got {n}")
+    fmt = out.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"--out {str(out)!r}: unknown file type; allowed: {', '.join('.' + f for f in FORMATS)}"
+        )
+    if out.is_dir():
+        raise ValueError(
+            f"--out {str(out)!r} is a directory; name a file such as {str(out / (name + '.parquet'))!r}"
+        )
+    check_writable_dir(out.parent, "--out's directory")
+    task, knobs = _task_and_knobs(name, ctx.args)
+    frame = task_examples(task, seed, n, knobs)
+    write_frame(frame, out, fmt, task_metadata(name, task, seed, knobs))
+    typer.echo(f"{out}: {n} examples of {name} ({', '.join(c for c in frame.columns if c != 'example')})")

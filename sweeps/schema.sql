@@ -1,9 +1,24 @@
 -- The sweep store: one SQLite file, `<sweep dir>/hxt.sqlite`, written only by the driver.
 -- analysis/ reads it with plain SQL; change both sides together.
 
+PRAGMA application_id = 1752724529;  -- 0x68787431, "hxt1": marks the file as an hxt store
+
 CREATE TABLE IF NOT EXISTS sweep (
-    key   TEXT PRIMARY KEY,   -- name, config_hash, config_toml, created_at, git_commit, hxt_version
+    -- name, created_at, git_commit and hxt_version (of the first run), shared (JSON of the settings
+    -- every run shares), config_hash (hash of the set of every run id in the store) and config_toml
+    -- (the latest sweep file; every one is kept in `configs`)
+    key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS configs (   -- every sweep file text this directory has run, oldest first
+    seq         INTEGER PRIMARY KEY,
+    config_hash TEXT NOT NULL,         -- hash of the set of the file's run ids
+    config_toml TEXT NOT NULL,
+    added_at    TEXT NOT NULL,
+    git_commit  TEXT,
+    n_runs      INTEGER NOT NULL,      -- runs the file describes
+    runs_added  INTEGER NOT NULL       -- of them, runs the store did not hold yet
 );
 
 CREATE TABLE IF NOT EXISTS runs (

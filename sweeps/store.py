@@ -130,7 +130,7 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
             db = sqlite3.connect(f"{uri}?immutable=1", uri=True)
         _check_identity(db, path)
     except sqlite3.Error as error:
-        raise ValueError(f"{str(path)!r} is not a readable hxt store ({error})") from None
+        raise ValueError(f"{str(path)!r} is damaged or not an hxt store ({error})") from None
     return db
 
 
@@ -139,7 +139,7 @@ def _check_identity(db: sqlite3.Connection, path: Path) -> None:
         (app_id,) = db.execute("PRAGMA application_id").fetchone()
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as error:
-        raise ValueError(f"{str(path)!r} is not an hxt store ({error})") from None
+        raise ValueError(f"{str(path)!r} is damaged or not an hxt store ({error})") from None
     missing = [table for table in READ_TABLES if table not in tables]
     if app_id not in (APPLICATION_ID, 0) or missing:
         if path.stat().st_size == 0:

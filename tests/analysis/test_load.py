@@ -34,7 +34,7 @@ def test_task_labels_name_the_differing_parameters(tmp_path):
 
 
 def test_missing_store_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="no store at"):
+    with pytest.raises(ValueError, match="no sweep store at"):
         load_store(tmp_path / "nowhere")
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(ValueError, match="hxt.sqlite"):
@@ -43,7 +43,7 @@ def test_missing_store_is_a_clear_error(tmp_path):
 
 def test_corrupt_store_is_a_clear_error(tmp_path):
     (tmp_path / "hxt.sqlite").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(ValueError, match="not a readable hxt store"):
+    with pytest.raises(ValueError, match="not an hxt store"):
         load_store(tmp_path)
 
 
@@ -51,7 +51,7 @@ def test_sqlite_file_without_the_tables_is_a_clear_error(tmp_path):
     connection = sqlite3.connect(tmp_path / "hxt.sqlite")
     connection.execute("CREATE TABLE other (x)")
     connection.close()
-    with pytest.raises(ValueError, match="not a readable hxt store"):
+    with pytest.raises(ValueError, match="not an hxt store"):
         load_store(tmp_path)
 
 

@@ -159,12 +159,12 @@ def test_empty_store_exits_2_with_a_clear_message(tmp_path, capsys):
 def test_corrupt_store_exits_2_with_a_clear_message(tmp_path, capsys):
     (tmp_path / "hxt.sqlite").write_bytes(b"\x00garbage" * 512)
     code, err = _run_cli(["report", str(tmp_path)], capsys)
-    assert code == 2 and "not a readable hxt store" in err
+    assert code == 2 and "not an hxt store" in err
 
 
 def test_missing_sweep_exits_2(tmp_path, capsys):
     code, err = _run_cli(["report", str(tmp_path / "absent")], capsys)
-    assert code == 2 and "no store at" in err
+    assert code == 2 and "no sweep store at" in err
 
 
 def test_analysis_never_imports_torch():
