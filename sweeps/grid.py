@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import tomllib
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from architectures.config import ModelConfig
 from sweeps.config import SweepConfig, TaskSpec, TrainSpec
@@ -24,10 +26,16 @@ __all__ = ["RunConfig", "expand", "check_runs", "canonical_json", "eval_bins", "
 
 
 def hxt_version() -> str:
+    """The installed package's version, or the checkout's pyproject.toml's where hxt runs from a
+    source tree without being installed (so that run ids agree between the two)."""
     try:
         return version("hxt")
     except PackageNotFoundError:
-        return "0+unknown"
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return tomllib.loads(pyproject.read_text())["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "0+unknown"
 
 
 def canonical_json(obj) -> str:
