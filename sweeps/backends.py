@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_connections
 
 __all__ = ["LocalExecutor", "RayExecutor", "gpu_count", "visible_gpus", "default_workers", "RAY_INSTALL"]
@@ -130,7 +131,9 @@ class LocalExecutor:
             target=_worker_main, args=(child_conn, slot.gpu, self.run_fn, os.getpid()), daemon=True
         )
         # The child inherits the blocked mask through exec, so a signal that reaches it while Python
-        # starts up waits until _worker_main has chosen to ignore it.
+        # starts up waits until _worker_main has chosen to ignore it. Starting multiprocessing's
+        # resource tracker unblocks these signals afterwards, so it must already run.
+        resource_tracker.ensure_running()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DRIVER_SIGNALS)
         try:
             slot.process.start()
