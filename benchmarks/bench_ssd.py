@@ -577,11 +577,14 @@ def thread_timeline(shape, n=100, profile=True, free_in_backward=False, pause_s=
 
 
 def warm(args):
-    """Compile our kernels for every benchmark shape (both modes), nothing timed."""
-    for shape in SHAPES:
+    """Compile (and, for fla, autotune) the implementations of --impls but the naive loop at the shapes of
+    --shapes, both modes, nothing timed: fills triton's disk caches for a later timing process."""
+    for shape in [SHAPES[int(i)] for i in args.shapes.split(",")]:
         fns = callables(shape)
-        fns["ours"][0]()
-        fns["ours"][1]()
+        for name in ("ours", "fla"):
+            if name in args.impls.split(","):
+                fns[name][0]()
+                fns[name][1]()
         torch.cuda.synchronize()
         print("warm", shape, flush=True)
         del fns
@@ -686,7 +689,7 @@ if __name__ == "__main__":
     parser.add_argument("--host", action="store_true", help="where the host time of a call goes")
     parser.add_argument("--launch-ab", action="store_true", help="ours with the cached launch on and off")
     parser.add_argument("--fla-kernels", action="store_true", help="fla's GPU time per kernel")
-    parser.add_argument("--warm-only", action="store_true", help="compile ours at every shape")
+    parser.add_argument("--warm-only", action="store_true", help="compile (autotune) --impls at --shapes")
     parser.add_argument("--groups", type=int, default=1, help="B/C groups of ours (divides every H)")
     args = parser.parse_args()
     GROUPS = args.groups
@@ -695,9 +698,6 @@ if __name__ == "__main__":
         raise SystemExit
     if args.tail:
         main_tail(args)
-        raise SystemExit
-    if args.warm_only:
-        warm(args)
         raise SystemExit
     if "fla" in args.impls and not args.sweep:
         try:
@@ -711,6 +711,9 @@ if __name__ == "__main__":
 
         versions += f", fla-core {fla.__version__}"
     print(f"device {torch.cuda.get_device_name()}, {versions}", flush=True)
+    if args.warm_only:
+        warm(args)
+        raise SystemExit
     if args.host:
         main_host(args)
         raise SystemExit

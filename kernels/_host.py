@@ -156,6 +156,16 @@ def launch(kernel, grid, args, config: KernelConfig | None = None, **consts):
     return kernel[grid](*args, **options, **consts)
 
 
+class Saved:
+    """An autograd.Function's intermediates, handed from its forward to its setup_context as a
+    non-tensor output (torch.func style forbids ctx in forward; the vmap rule passes it through)."""
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+
 def is_wrapped(*tensors) -> bool:
     """Whether any argument is a torch.func transform's wrapper (vmap's batched tensor, grad's tensor):
     such tensors have no storage a kernel can read, so they go through the autograd.Function, whose

@@ -230,15 +230,6 @@ def chunk_gated_delta_rule_bwd(q, k, v, g, beta, saved, do, dht, scale, use_h0, 
     return dq, dk, dv, dg, dbeta, dh0
 
 
-class _Saved:
-    """The forward's intermediates, handed from forward to setup_context as a non-tensor output."""
-
-    __slots__ = ("tensors",)
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-
-
 class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
     """The op in torch.func style (forward without ctx, setup_context), with a vmap rule that folds a
     vmapped dimension into the batch: under torch.vmap one launch serves every vmapped slice."""
@@ -248,7 +239,7 @@ class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
         o, ht, saved = chunk_gated_delta_rule_fwd(
             q, k, v, g, beta, scale, initial_state, output_final_state, use_l2norm, BT
         )
-        return o, ht, _Saved(saved)
+        return o, ht, _host.Saved(saved)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -237,15 +237,6 @@ def chunk_ssd_bwd(x, dt, A, B, C, D, initial_state, h, gam, sig, dy, dht, allow_
     return dx, ddt, dA, dB, dC, dD, dh0
 
 
-class _Saved:
-    """The forward's intermediates, handed from forward to setup_context as a non-tensor output."""
-
-    __slots__ = ("tensors",)
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-
-
 class ChunkSSDFunction(torch.autograd.Function):
     """The op in torch.func style (forward without ctx, setup_context), with a vmap rule that folds a
     vmapped dimension into the batch: under torch.vmap one launch serves every vmapped slice. A and D
@@ -256,7 +247,7 @@ class ChunkSSDFunction(torch.autograd.Function):
         y, ht, h, gam, sig = chunk_ssd_fwd(
             x, dt, A, B, C, D, initial_state, output_final_state, allow_neg_eigval, save_states
         )
-        return y, ht, _Saved((h, gam, sig))
+        return y, ht, _host.Saved((h, gam, sig))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
