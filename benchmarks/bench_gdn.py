@@ -39,6 +39,7 @@ VARIANTS = [
     dict(C=64, bwd_wy=dict(num_warps=8), bwd_qk=dict(num_warps=8)),
     dict(C=64, **{k: dict(BK=32) for k in KERNELS}),  # narrow key tiles (K = 32 only)
     dict(C=64, **{k: dict(BV=32) for k in ("prep", "fwd_h", "fwd_o", "dd_local", "bwd_dh")}),  # narrow values
+    dict(C=64, wide=False),  # no tile widened: 16- and 32-wide bf16 tiles where K, V are 16 or 32
 ]
 SHAPES = [(64, 256, 4, 32, 32), (64, 512, 4, 64, 64), (8, 2048, 8, 64, 64), (2, 8192, 16, 128, 128)]
 

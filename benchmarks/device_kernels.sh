@@ -4,6 +4,9 @@
 # bench_gdn.py and bench_ssd.py against fla at the four shapes, one after the other on an idle GPU.
 # Usage (repo root, on the GPU machine, `.whl` with fla-core 0.6.0 carried):
 #   bash benchmarks/device_kernels.sh OUT_DIR [PARALLEL_SECONDS] [BENCH_SECONDS] [PYTEST_ARGS...]
+# GDN_PROBES="0,3 0,5" also runs `bench_gdn.py --one-variant SHAPE,VARIANT` beside the tests, one process
+# each (a variant that faults takes only its own process down): whether it runs and agrees with the
+# default configuration, not its speed (it shares the GPU).
 # fla's autotuning runs beside the tests and the other warm-up processes (its choices see a shared GPU);
 # its results and every compiled kernel reach the timing processes through the shared triton cache.
 set -u
@@ -13,7 +16,7 @@ bench_s=${3:-60}
 shift $(($# < 3 ? $# : 3))
 mkdir -p "$out"
 logs=$(mktemp -d)
-export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=$PWD/.tcache
+export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/tcache}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
   exit 1
 export PYTHONPATH=/tmp/site:$PWD
@@ -29,6 +32,10 @@ for s in 0 1 2 3; do
   pids+=($!)
   timeout "$par_s" python3 benchmarks/bench_ssd.py --warm-only --impls ours,fla --shapes "$s" \
     >"$logs/warm_ssd_$s.log" 2>&1 &
+  pids+=($!)
+done
+for v in ${GDN_PROBES:-}; do
+  timeout "$par_s" python3 benchmarks/bench_gdn.py --one-variant "$v" >"$logs/warm_probe_${v/,/_}.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
