@@ -128,6 +128,7 @@ class TrainSpec:
     eval_examples_per_bin: int = 256
     eval_batch_size: int = 128
     eval_bins: int = 8  # bins per evaluation axis (fewer where the knob has fewer values)
+    capture: bool = True  # on CUDA, replay each training step as a CUDA graph (sweeps.train)
 
 
 @dataclass(frozen=True)
@@ -421,7 +422,10 @@ def _train(raw) -> TrainSpec:
         ),
         eval_batch_size=_int(get("eval_batch_size", base.eval_batch_size), "train.eval_batch_size", 1),
         eval_bins=_int(get("eval_bins", base.eval_bins), "train.eval_bins", 2),
+        capture=get("capture", base.capture),
     )
+    if not isinstance(spec.capture, bool):
+        raise ValueError(f"train.capture must be true or false, got {spec.capture!r}")
     if spec.warmup >= spec.steps:
         raise ValueError(f"train.warmup = {spec.warmup} must be smaller than train.steps = {spec.steps}")
     return spec

@@ -1,0 +1,333 @@
+"""Packing: runs of one model shape trained together in one process, as one stacked model.
+
+A *pack* is a list of runs that share a task, a training spec, a device policy and the shape of
+every parameter: seeds, learning rates, and architecture variants that differ only in what the
+forward does (G and G-noneg, A with and without RoPE). `form_packs` forms them, `sweeps.train.run_pack`
+trains one, `PackExecutor` hands whole packs to worker processes.
+
+Inside a pack, the runs with one ModelConfig form a `Stack`. Its K runs' weights are the rows of one
+fp32 tensor [K, P]; the forward is the unchanged `LanguageModel`, called through
+`torch.func.functional_call` under `torch.vmap`, so every matmul is batched over K, and the
+recurrent kernels (through their vmap rules) and attention (`_FoldedAttention`) see K folded into
+their batch. Every row has its own AdamW state, gradient clip, learning rate, early stop and
+divergence, all kept on the device: a training step is a fixed sequence of kernels with no host
+sync, which on CUDA is captured once per length bucket as a CUDA graph and then replayed.
+
+Isolation: nothing mixes rows. Gradients are taken of the sum of the K losses (so row k's gradient
+is run k's alone), the gradient norm and the clip are per row, and a row whose loss or gradient
+norm is not finite is switched off before its update is applied: its weights, moments and results
+stay as they were at the step before, and its pack-mates never see a NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
+
+from architectures import LanguageModel
+from architectures.config import ModelConfig
+from sweeps.config import TrainSpec
+from synthetic_tasks import derive_seed
+
+__all__ = ["Stack", "form_packs"]
+
+BETAS, EPS = (0.9, 0.95), 1e-8  # AdamW, as torch.optim.AdamW(betas=(0.9, 0.95), eps=1e-8)
+
+
+class _FoldedAttention(torch.autograd.Function):
+    """Causal SDPA whose vmap rule folds the vmapped dim into the batch: one attention call for the
+    whole stack (torch's CPU attention has no batching rule, and falls back to a loop)."""
+
+    @staticmethod
+    def forward(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, do):
+        with torch.enable_grad():
+            q, k, v = (t.detach().requires_grad_() for t in ctx.saved_tensors)
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return torch.autograd.grad(o, (q, k, v), do)
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v):
+        n = info.batch_size
+
+        def fold(x, dim):  # [n, B, H, T, K] -> [n * B, H, T, K]
+            x = x.movedim(dim, 0) if dim is not None else x.expand(n, *x.shape)
+            return x.reshape(-1, *x.shape[2:])
+
+        o = F.scaled_dot_product_attention(fold(q, in_dims[0]), fold(k, in_dims[1]), fold(v, in_dims[2]),
+                                           is_causal=True)  # fmt: skip
+        return o.unflatten(0, (n, -1)), 0
+
+
+class _FoldAttention(TorchFunctionMode):
+    """Routes the models' vmapped causal attention calls through `_FoldedAttention`."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (
+            func is F.scaled_dot_product_attention
+            and len(args) == 3
+            and kwargs == {"is_causal": True}
+            and torch._C._functorch.is_batchedtensor(args[0])
+        ):
+            return _FoldedAttention.apply(*args)
+        return func(*args, **kwargs)
+
+
+class Stack:
+    """K runs of one ModelConfig as one stacked model, with their optimiser and bookkeeping.
+
+    `lrs` [steps, K] is every run's learning rate at every step; `ramp` the first step whose
+    accuracy counts towards early stopping. Device state, per run k: `active` (still training),
+    `diverged_at` (the step whose loss or gradient norm was not finite, or -1), `solved_at` (the
+    step count at which the early-stop window was reached, or -1), and `records` [steps, 2, K]
+    (loss and accuracy of every step taken). `step(batch)` takes one step on a padded batch
+    [3, K, B, T] (inputs, targets, loss mask); `mode` says whether steps run as CUDA graphs.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        seeds: list[int],
+        lrs: np.ndarray,
+        train: TrainSpec,
+        ramp: int,
+        device: str,
+        capture: bool = False,
+        pool=None,
+    ):
+        models = [
+            LanguageModel(config, generator=torch.Generator().manual_seed(derive_seed(seed, "init")))
+            for seed in seeds
+        ]
+        named = list(models[0].named_parameters())  # a tied matrix once
+        self.names = [name for name, _ in named]
+        self.shapes = [tuple(p.shape) for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        flat = torch.stack([torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in models])
+        decay = torch.cat([torch.full((p.numel(),), float(p.dim() >= 2)) for _, p in named])
+        self.base = models[0].to(device)  # the module functional_call runs; its own weights go unused
+        self.K, self.device, self.cuda = len(seeds), device, device.startswith("cuda")
+        self.flat = flat.to(device).requires_grad_()  # [K, P]
+        self.decay = (decay * train.weight_decay).to(device)  # [P]
+        self.m = torch.zeros_like(self.flat, requires_grad=False)
+        self.v = torch.zeros_like(self.flat, requires_grad=False)
+        self.lrs = torch.tensor(lrs, dtype=torch.float32, device=device)  # [steps, K]
+        self.grad_clip, self.early_stop_acc, self.ramp = train.grad_clip, train.early_stop_acc, ramp
+        self.step_t = torch.zeros(1, dtype=torch.long, device=device)
+        self.active = torch.ones(self.K, dtype=torch.bool, device=device)
+        self.diverged_at = torch.full((self.K,), -1, dtype=torch.long, device=device)
+        self.solved_at = torch.full((self.K,), -1, dtype=torch.long, device=device)
+        self.window = torch.zeros(train.early_stop_window, self.K, device=device)
+        self.window_n = torch.zeros(1, dtype=torch.long, device=device)
+        self.records = torch.zeros(train.steps, 2, self.K, device=device)
+        # Caching casts across calls would keep tensors alive outside a captured graph's pool.
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda, cache_enabled=False)
+        self.mode = "graph" if capture and self.cuda else "eager"
+        self.capture_error: str | None = None
+        self.pool = pool
+        self.buffers: dict[int, torch.Tensor] = {}  # bucket length -> the step's input [3, K, B, T]
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.warm: set[int] = set()  # bucket lengths that ran once eagerly (a graph's warm-up)
+
+    def logits(self, flat: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Every row's logits [n, B, T, V] for its own inputs [n, B, T], from weights rows [n, P]."""
+        n = flat.shape[0]
+        views = flat.split(self.sizes, dim=1)
+        if n == 1:  # a run alone: no vmap
+            params = {name: v.view(s) for name, v, s in zip(self.names, views, self.shapes, strict=True)}
+            return functional_call(self.base, params, (inputs[0],)).unsqueeze(0)
+        params = {name: v.view(n, *s) for name, v, s in zip(self.names, views, self.shapes, strict=True)}
+        with _FoldAttention():
+            return torch.vmap(self._call)(params, inputs)
+
+    def _call(self, params, inputs):
+        return functional_call(self.base, params, (inputs,))
+
+    def _losses(self, batch: torch.Tensor, flat: torch.Tensor):
+        """Per-token losses, correctness and the mask of a padded batch [3, n, B, T]."""
+        inputs, targets, mask = batch[0].long(), batch[1].long(), batch[2].bool()
+        with self.autocast:
+            logits = self.logits(flat, inputs)  # [n, B, T, V]
+        losses = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), reduction="none")
+        correct = (logits.argmax(-1) == targets) & mask  # [n, B, T]
+        return losses.view_as(targets), correct, mask
+
+    def loss_and_grad(self, batch: torch.Tensor):
+        """Every row's mean loss and accuracy over supervised positions [K] and its gradient [K, P]
+        on a padded batch [3, K, B, T] on the device."""
+        losses, correct, mask = self._losses(batch, self.flat)
+        count = mask.sum((1, 2)).clamp(min=1)  # [K]; a run with no batch (stopped) gets an empty mask
+        loss = torch.where(mask, losses, 0.0).sum((1, 2)) / count
+        acc = correct.sum((1, 2)) / count
+        (grad,) = torch.autograd.grad(loss.sum(), self.flat)  # row k: run k's gradient alone
+        return loss.detach(), acc, grad
+
+    def _step(self, batch: torch.Tensor) -> None:
+        """One training step of every row, as device work only (no host sync: capturable)."""
+        loss, acc, grad = self.loss_and_grad(batch)
+        with torch.no_grad():
+            self._update(grad, loss, acc)
+
+    def _update(self, grad: torch.Tensor, loss: torch.Tensor, acc: torch.Tensor) -> None:
+        b1, b2 = BETAS
+        step = self.step_t
+        norm = grad.norm(dim=1)  # [K]
+        finite = torch.isfinite(loss) & torch.isfinite(norm)
+        live = self.active & finite
+        self.diverged_at.copy_(torch.where(self.active & ~finite, step, self.diverged_at))
+        keep = live[:, None]
+        clip = (self.grad_clip / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_, per run
+        grad = torch.where(keep, grad * clip[:, None], 0.0)  # where, not a product: NaN * 0 is NaN
+        lr = self.lrs.index_select(0, step)[0][:, None]  # [K, 1]
+        t = step.float() + 1
+        m = torch.lerp(self.m, grad, 1 - b1)
+        v = torch.addcmul(self.v * b2, grad, grad, value=1 - b2)
+        denom = v.sqrt() / (1 - b2**t).sqrt() + EPS
+        weights = self.flat.detach()
+        new = weights * (1 - lr * self.decay) - (lr / (1 - b1**t)) * m / denom
+        weights.copy_(torch.where(keep, new, weights))
+        self.m.copy_(torch.where(keep, m, self.m))
+        self.v.copy_(torch.where(keep, v, self.v))
+        # The early-stop window: the last early_stop_window accuracies after the ramp.
+        ramped = step >= self.ramp
+        slot = self.window_n % self.window.shape[0]
+        self.window.index_copy_(0, slot, torch.where(ramped, acc, self.window.index_select(0, slot)[0])[None])
+        self.window_n.add_(ramped.long())
+        full = self.window_n >= self.window.shape[0]
+        solved = live & full & (self.window.mean(0) >= self.early_stop_acc)
+        self.solved_at.copy_(torch.where(solved, step + 1, self.solved_at))
+        self.records.index_copy_(0, step, torch.stack([loss, acc])[None])
+        self.active.copy_(live & ~solved)
+        step.add_(1)
+
+    def step(self, batch: torch.Tensor) -> None:
+        """Train every row one step on `batch` [3, K, B, T] (host memory, pinned on CUDA).
+
+        In graph mode the first step at a bucket length runs eagerly (the warm-up), the next
+        captures a graph that this and every later step at that length replays. A capture that
+        fails turns the stack eager for good; `capture_error` says why.
+        """
+        length = batch.shape[-1]
+        if length not in self.buffers:
+            self.buffers[length] = torch.empty(batch.shape, dtype=batch.dtype, device=self.device)
+        buffer = self.buffers[length]
+        buffer.copy_(batch, non_blocking=True)
+        if length in self.graphs:
+            self.graphs[length].replay()
+        elif self.mode == "graph" and length in self.warm:
+            self._capture(length)
+        elif self.mode == "graph":
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._step(buffer)
+            torch.cuda.current_stream().wait_stream(side)
+            self.warm.add(length)
+        else:
+            self._step(buffer)
+
+    def _capture(self, length: int) -> None:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                self._step(self.buffers[length])
+        except Exception as error:  # noqa: BLE001 - any failure falls back to eager steps
+            self.mode, self.capture_error = "eager", f"{type(error).__name__}: {error}"[:500]
+            self.graphs.clear()
+            torch.cuda.synchronize()
+            self._step(self.buffers[length])
+            return
+        self.graphs[length] = graph
+        graph.replay()
+
+    def read(self, lo: int, hi: int) -> tuple[np.ndarray, list[int], list[int]]:
+        """Records of steps lo..hi-1 [hi - lo, 2, K], diverged_at and solved_at (one host sync)."""
+        out = torch.cat([self.records[lo:hi].flatten(), self.diverged_at.float(), self.solved_at.float()])
+        out = out.cpu().numpy()
+        n = (hi - lo) * 2 * self.K
+        return (
+            out[:n].reshape(hi - lo, 2, self.K),
+            [int(x) for x in out[n : n + self.K]],
+            [int(x) for x in out[n + self.K :]],
+        )
+
+    @torch.no_grad()
+    def eval_stats(self, batch: torch.Tensor, rows: torch.Tensor, budget: int = 2**28) -> np.ndarray:
+        """Per example of stack rows `rows` [n]: supervised tokens, correct tokens and summed loss
+        [n, 3, b], for their padded batch [3, n, b, T] on the device; in chunks of rows of at most
+        `budget` logits."""
+        n, b, T = batch.shape[1:]
+        chunk = max(1, budget // max(1, b * T * self.base.config.vocab_size))
+        flat = self.flat.detach().index_select(0, rows)
+        out = []
+        for lo in range(0, n, chunk):
+            part = batch[:, lo : lo + chunk]
+            losses, correct, mask = self._losses(part, flat[lo : lo + chunk])
+            out.append(
+                torch.stack(
+                    [
+                        mask.sum(2).double(),
+                        correct.sum(2).double(),
+                        torch.where(mask, losses, 0.0).sum(2).double(),
+                    ],
+                    dim=1,
+                )
+            )
+        return torch.cat(out).cpu().numpy()
+
+    def describe(self) -> dict:
+        return {
+            "n_params": self.base.num_params(include_embedding=False),
+            "n_params_total": self.base.num_params(include_embedding=True),
+            "d_model": self.base.config.d_model,
+            "n_layers": self.base.config.n_layers,
+        }
+
+
+def form_packs(runs: list, cap: int) -> list[list]:
+    """Split runs (RunConfigs) into packs of at most `cap` that can train as one process.
+
+    Runs pack together when they share the task, the training spec, the device policy, the hxt
+    version and the shape of every parameter of their sized models. Within such a class, runs with
+    the same model sit next to each other and the class is cut into the fewest packs of at most
+    `cap`, of near-equal sizes. Packs keep the runs' order otherwise; `cap = 1` is one run a pack.
+    """
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"--pack must be a positive integer, got {cap!r}")
+    classes: dict[tuple, list] = {}
+    shapes: dict[tuple, tuple] = {}
+    for run in runs:
+        sized = run.model_config()
+        if sized not in shapes:
+            shapes[sized] = _param_shapes(sized)
+        key = (run.task, run.train, run.device, run.hxt_version, shapes[sized])
+        classes.setdefault(key, []).append((sized, run))
+    packs = []
+    for members in classes.values():
+        order = {}
+        for sized, _ in members:
+            order.setdefault(sized, len(order))
+        members = sorted(members, key=lambda pair: order[pair[0]])  # stable: the grid's order within
+        n = math.ceil(len(members) / cap)
+        bounds = [round(i * len(members) / n) for i in range(n + 1)]
+        packs += [[run for _, run in members[a:b]] for a, b in zip(bounds, bounds[1:])]
+    return packs
+
+
+def _param_shapes(config: ModelConfig) -> tuple:
+    with torch.device("meta"):
+        model = LanguageModel(config)
+    return tuple((name, tuple(p.shape)) for name, p in model.named_parameters())

@@ -1,0 +1,184 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from architectures import LanguageModel
+from sweeps.config import parse_sweep
+from sweeps.grid import expand
+from sweeps.pack import Stack, form_packs
+from sweeps.train import bucket_length, pad_batches, run, run_pack
+from synthetic_tasks import derive_seed, make_task
+
+SWEEP = """
+name = "pack"
+sizes = [{size}]
+lrs = {lrs}
+seeds = {seeds}
+device = "cpu"
+patterns = ["{pattern}"]
+{variant}
+[model]
+n_layers = 1
+n_heads = 2
+[train]
+batch_size = 16
+steps = {steps}
+warmup = 10
+log_every = 10
+early_stop_acc = 0.6
+early_stop_window = 5
+eval_examples_per_bin = 24
+eval_batch_size = 16
+eval_bins = 2
+[[task]]
+name = "parity"
+train = {{ length = [2, 12] }}
+eval = {{ length = [2, 20] }}
+"""
+
+
+VARIANT = """
+[[arch]]
+name = "{pattern}-noneg"
+pattern = "{pattern}"
+neg_eigval = false
+"""
+
+
+def _runs(pattern="G", lrs=(1e-3, 3e-3), seeds=(0, 1), steps=45, size=3000, noneg=False):
+    variant = VARIANT.format(pattern=pattern) if noneg else ""
+    text = SWEEP.format(
+        pattern=pattern, variant=variant, lrs=list(lrs), seeds=list(seeds), steps=steps, size=size
+    )
+    return expand(parse_sweep(text))
+
+
+def _same_result(solo: dict, packed: dict, tol: float = 1e-5) -> None:
+    assert packed["status"] == solo["status"], (solo["error"], packed["error"])
+    for key in ("steps", "solved_step", "n_params", "d_model", "state_size"):
+        assert packed.get(key) == solo.get(key), key
+    for key in ("final_loss", "train_acc"):
+        if solo[key] is None:
+            assert packed[key] is None, key
+        else:
+            assert packed[key] == pytest.approx(solo[key], abs=tol), key
+    assert [m["step"] for m in packed["metrics"]] == [m["step"] for m in solo["metrics"]]
+    for a, b in zip(solo["metrics"], packed["metrics"], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], abs=tol) and b["acc"] == pytest.approx(a["acc"], abs=tol)
+        assert b["lr"] == a["lr"]
+    assert [(e["knob"], e["value"], e["slice"], e["n"]) for e in packed["evals"]] == [
+        (e["knob"], e["value"], e["slice"], e["n"]) for e in solo["evals"]
+    ]
+    for a, b in zip(solo["evals"], packed["evals"], strict=True):
+        for key in ("token_acc", "seq_acc", "loss"):
+            assert b[key] == pytest.approx(a[key], abs=tol), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern, noneg", [("A", False), ("G", True), ("M", False)])
+def test_packed_runs_give_their_solo_results(pattern, noneg):
+    # 2 learning rates x 2 seeds (x 2 model configs for G: with and without negative eigenvalues)
+    # in one pack, which early stopping ends at different steps: stopped runs ride along, masked.
+    runs = _runs(pattern, noneg=noneg)
+    packed = run_pack(runs)
+    solo = [run(r) for r in runs]
+    stops = [r["steps"] for r in solo]
+    assert min(stops) < max(stops) and any(r["solved_step"] for r in solo), stops
+    for a, b in zip(solo, packed, strict=True):
+        _same_result(a, b)
+        assert b["pack_size"] == len(runs) and b["step_mode"] == "eager"
+
+
+@pytest.mark.slow
+def test_a_diverging_run_leaves_its_pack_mates_as_they_are_alone():
+    runs = _runs("G", lrs=(1e-3, 1e30), seeds=(0,), steps=30, noneg=True)
+    packed = run_pack(runs)
+    for config, result in zip(runs, packed, strict=True):
+        alone = run(config)
+        _same_result(alone, result)
+        if config.lr > 1:
+            assert result["status"] == "diverged" and not result["evals"]
+            assert result["error"] == alone["error"] and "non-finite" in result["error"]
+            # recorded at the step it diverged, and no step after it
+            assert result["metrics"][-1]["step"] == result["steps"] < 30
+        else:
+            assert result["status"] == "done"
+
+
+def _stack(config, seeds, steps=3):
+    train = config.train
+    lrs = np.full((train.steps, len(seeds)), 1e-2)
+    return Stack(config.model_config(), seeds, lrs, train, ramp=0, device="cpu")
+
+
+@pytest.mark.parametrize("pattern", ["A", "G", "M"])
+def test_padding_changes_no_loss_and_no_gradient(pattern):
+    config = _runs(pattern, seeds=(0,), lrs=(1e-3,))[0]
+    task = make_task("parity")
+    batches = [task.sample(seed, 8, length=(2, 12)) for seed in (0, 1)]
+    longest = max(b.inputs.shape[1] for b in batches)
+    stack = _stack(config, [3, 4])
+    tight = stack.loss_and_grad(pad_batches(batches, longest))
+    padded = stack.loss_and_grad(pad_batches(batches, bucket_length(longest) + 16))
+    for a, b in zip(tight, padded, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    # and row k is the plain model of its seed, its loss the mean over supervised positions
+    for k, (seed, batch) in enumerate(zip((3, 4), batches, strict=True)):
+        generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
+        model = LanguageModel(config.model_config(), generator=generator)
+        mask = torch.from_numpy(batch.loss_mask)
+        logits = model(torch.from_numpy(batch.inputs))[mask]
+        expected = F.cross_entropy(logits, torch.from_numpy(batch.targets)[mask])
+        assert padded[0][k].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_bucket_lengths_cover_every_length_with_little_padding():
+    buckets = [bucket_length(t) for t in range(1, 2049)]
+    assert all(b >= t for t, b in zip(range(1, 2049), buckets))
+    assert all(b - t < 16 or (b - t) / b <= 0.25 for t, b in zip(range(1, 2049), buckets))
+    assert len(set(buckets[:64])) == 4 and len(set(buckets)) < 40
+
+
+def test_a_stopped_row_stays_frozen_on_a_stand_in_batch():
+    config = _runs("A", seeds=(0,), lrs=(1e-3,))[0]
+    task = make_task("parity")
+    stack = _stack(config, [0, 1])
+    stack.active[1] = False  # as after its early stop
+    before = stack.flat.detach().clone()
+    real = task.sample(0, 8, length=(2, 12))
+    empty = type(real)(real.inputs[:, :1] * 0, real.targets[:, :1] * 0, real.loss_mask[:, :1] & False)
+    stack.step(pad_batches([real, empty], bucket_length(real.inputs.shape[1])))
+    assert (stack.flat[0] != before[0]).any()
+    assert torch.equal(stack.flat[1], before[1]) and not stack.m[1].any() and not stack.v[1].any()
+    assert stack.diverged_at.tolist() == [-1, -1] and stack.active.tolist() == [True, False]
+
+
+def test_form_packs_groups_runs_of_one_shape():
+    runs = _runs("G", noneg=True)  # G and G-noneg: the same shapes
+    assert [len(p) for p in form_packs(runs, 1)] == [1] * len(runs)
+    assert [p[0] for p in form_packs(runs, 1)] == runs
+    (pack,) = form_packs(runs, 8)
+    assert sorted(r.run_id for r in pack) == sorted(r.run_id for r in runs)
+    arches = [r.arch for r in pack]
+    assert arches == sorted(arches, key=arches.index)  # each model's runs side by side
+    sizes = [len(p) for p in form_packs(runs, 3)]
+    assert sum(sizes) == len(runs) and max(sizes) <= 3 and max(sizes) - min(sizes) <= 1
+    mixed = _runs("A", seeds=(0,)) + _runs("G", seeds=(0,)) + _runs("G", seeds=(0,), size=6000)
+    packs = form_packs(mixed, 16)
+    assert len(packs) == 3
+    for pack in packs:
+        assert len({(r.arch, r.target_params) for r in pack}) == 1
+    with pytest.raises(ValueError, match="--pack"):
+        form_packs(runs, 0)
+
+
+def test_run_pack_refuses_runs_of_different_tasks_or_training():
+    a = _runs("A", seeds=(0,), lrs=(1e-3,))[0]
+    b = _runs("A", seeds=(0,), lrs=(1e-3,), steps=30)[0]
+    results = run_pack([a, b])
+    assert [r["status"] for r in results] == ["failed", "failed"]
+    assert "share the task" in results[0]["error"]
+    assert math.isfinite(results[0]["wall_seconds"])
