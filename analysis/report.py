@@ -119,7 +119,7 @@ def build_blocks(analysis: Analysis, figure_dir: Path) -> list[Block]:
     ]
     if analysis.verdicts.empty:
         blocks.append(
-            Prose("No hybrid architecture (a pattern with two or more mixer letters) ran in this sweep.")
+            Prose("No hybrid architecture (a pattern with two or more mixer letters) is in this sweep.")
         )
     else:
         blocks += [
@@ -132,8 +132,11 @@ def build_blocks(analysis: Analysis, figure_dir: Path) -> list[Block]:
                 f"- `hybrid exceeds parts`: the CI lies above 0 (and not wholly inside ±{TIE_BAND});\n"
                 f"- `ties`: the whole CI lies within ±{TIE_BAND} scaled accuracy;\n"
                 "- `a part wins`: the CI lies below 0;\n"
-                f"- `inconclusive`: the CI spans 0 with a possibly larger effect, an arm has fewer than "
-                f"{MIN_SEEDS} seeds, or a part did not run.\n"
+                "- `inconclusive`: the CI spans 0 with a possibly larger effect, or a part did not run;\n"
+                f"- `too few seeds`: an arm has fewer than {MIN_SEEDS} finished seeds; the point gap is "
+                "shown without a CI (outcomes are often bimodal over seeds, so one or two seeds can "
+                "mislead either way);\n"
+                "- `pending`: the hybrid or a part has no finished run at this size yet, but runs to come.\n"
                 "**Smaller size to solve** compares the size at which out-of-range token accuracy "
                 f"reaches {HORIZON_THRESHOLD} (logistic fits over sizes): `yes` when the hybrid's CI lies "
                 "wholly below the best part's, `no` when wholly above, `unclear` when they overlap, "
@@ -329,6 +332,8 @@ _VERDICT_CLASSES = {
     "a part wins": "partwins",
     "ties": "ties",
     "inconclusive": "inconclusive",
+    "too few seeds": "inconclusive",
+    "pending": "inconclusive",
 }
 
 

@@ -85,7 +85,7 @@ def analyse(store: Store, n_boot: int = N_BOOT, seed: int = 0) -> Analysis:
         except ValueError as error:
             task_notes.append(f"loss scaling, {arch}: not fitted ({error})")
     out_fits = {(task, arch): fit for (task, arch, region), fit in solve_fits.items() if region == "out"}
-    verdicts = hybrid_verdicts(best, out_fits, n_boot=n_boot, seed=seed)
+    verdicts = hybrid_verdicts(best, out_fits, n_boot=n_boot, seed=seed, runs=store.runs)
     return Analysis(store, best, summary, curves, solve_fits, power_fits, verdicts, notes)
 
 
@@ -300,6 +300,8 @@ def _fmt_sci_interval(value: float, lo: float, hi: float) -> str:
 def _fmt_gap(value: float, lo: float, hi: float) -> str:
     if pd.isna(value):
         return "—"
+    if pd.isna(lo) or pd.isna(hi):
+        return f"{value:+.3f} (no CI)"
     return f"{value:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 

@@ -11,11 +11,16 @@ arm's seeds are resampled independently and the best part is re-chosen in every 
 also carries the uncertainty of which part is best.
 
 Words, with the tie band TIE_BAND = 0.02 scaled accuracy and the 95 % CI [lo, hi]:
-- `inconclusive`: an arm has fewer than 2 seeds, or a part has no runs at this size;
+- `pending`: the hybrid, or one of its parts, has no finished run at this size yet but has runs
+  pending or running;
+- `too few seeds`: an arm has fewer than MIN_SEEDS = 3 finished seeds (a bootstrap over one or two
+  seeds cannot bound the gap; outcomes of these tasks are often bimodal over seeds). Below
+  MIN_SEEDS no CI is given, only the point gap;
+- `inconclusive`: a part has no runs at this size, or the CI spans zero and the effect may be
+  larger than the tie band;
 - `ties`: the whole CI lies within [-TIE_BAND, +TIE_BAND] (any gap is practically negligible);
 - `hybrid exceeds parts`: otherwise, lo > 0;
-- `a part wins`: otherwise, hi < 0;
-- `inconclusive`: otherwise (the CI spans zero and the effect may be larger than the tie band).
+- `a part wins`: otherwise, hi < 0.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from analysis.fits import LEVEL, N_BOOT, SolveFit
 from analysis.order import arch_order, is_hybrid, task_order
 
 TIE_BAND = 0.02
-MIN_SEEDS = 2
+MIN_SEEDS = 3
 EXCEEDS, TIES, PART_WINS, INCONCLUSIVE = "hybrid exceeds parts", "ties", "a part wins", "inconclusive"
-WORDS = (EXCEEDS, TIES, PART_WINS, INCONCLUSIVE)
+TOO_FEW, PENDING = "too few seeds", "pending"
 TRANSFORMER = "A"
 
 VERDICT_COLUMNS = [
@@ -60,7 +65,9 @@ VERDICT_COLUMNS = [
 
 def classify(lo: float, hi: float, enough_seeds: bool, tie: float = TIE_BAND) -> str:
     """The verdict word for a gap CI [lo, hi]; see the module docstring."""
-    if not enough_seeds or math.isnan(lo) or math.isnan(hi):
+    if not enough_seeds:
+        return TOO_FEW
+    if math.isnan(lo) or math.isnan(hi):
         return INCONCLUSIVE
     if -tie <= lo and hi <= tie:
         return TIES
@@ -90,18 +97,24 @@ def bootstrap_gap(
 
 def part_arches(cell: pd.DataFrame, pattern: str, neg_eigval: int) -> tuple[list[str], list[str]]:
     """The archs in `cell` (one task and size) that are parts of a hybrid, and the missing part names."""
-    letters = sorted(set(pattern) | {TRANSFORMER})
     found, missing = [], []
-    for letter in letters:
-        match = cell["pattern"] == letter
-        if letter != TRANSFORMER:
-            match &= cell["neg_eigval"] == neg_eigval
-        archs = sorted(cell.loc[match, "arch"].unique())
+    for letter in sorted(set(pattern) | {TRANSFORMER}):
+        archs = sorted(cell.loc[_is_part(cell, letter, neg_eigval), "arch"].unique())
         if archs:
             found.extend(archs)
         else:
-            missing.append(letter if letter == TRANSFORMER else f"{letter} (neg_eigval={neg_eigval})")
+            missing.append(_part_name(letter, neg_eigval))
     return found, missing
+
+
+def _is_part(cell: pd.DataFrame, letter: str, neg_eigval: int) -> pd.Series:
+    """Rows of the single-mixer architecture `letter` (recurrent ones with the hybrid's eigenvalues)."""
+    match = cell["pattern"] == letter
+    return match if letter == TRANSFORMER else match & (cell["neg_eigval"] == neg_eigval)
+
+
+def _part_name(letter: str, neg_eigval: int) -> str:
+    return letter if letter == TRANSFORMER else f"{letter} (neg_eigval={neg_eigval})"
 
 
 def hybrid_verdicts(
@@ -110,13 +123,17 @@ def hybrid_verdicts(
     n_boot: int = N_BOOT,
     seed: int = 0,
     tie: float = TIE_BAND,
+    runs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (task, size, hybrid) from per-seed best-LR rows (`scaled_in`, `scaled_out`).
 
     `solve_fits` maps (task, arch) to the out-of-range size-to-solve fit; it fills the
-    `smaller_size_to_solve` column (`yes`, `no`, `unclear`, or `n/a` without fits).
+    `smaller_size_to_solve` column (`yes`, `no`, `unclear`, or `n/a` without fits). `runs` (every
+    run of the store, any status, with `task_label`) adds the cells whose hybrid has not finished
+    and names unfinished parts, so that a partial sweep says `pending` rather than missing.
     """
     rng = np.random.default_rng(seed)
+    unfinished = _unfinished(runs)
     rows = []
     for (task, size), cell in best.groupby(["task_label", "target_params"], sort=True):
         archs = cell.drop_duplicates("arch").set_index("arch")
@@ -127,7 +144,15 @@ def hybrid_verdicts(
             seeds = min(arm["seed"].nunique() for arm in arms.values())
             row = {"task_label": task, "target_params": size, "hybrid": hybrid, "parts": ", ".join(parts)}
             row["seeds"] = seeds
-            notes = [f"missing part {', '.join(missing)}"] if missing else []
+            waiting = _waiting(unfinished, task, size, pattern, neg_eigval, [hybrid, *parts])
+            pending_parts = [m for m in missing if m in waiting]
+            notes = []
+            if [m for m in missing if m not in waiting]:
+                notes.append(f"missing part {', '.join(m for m in missing if m not in waiting)}")
+            if waiting:
+                notes.append(
+                    "runs still to come: " + ", ".join(f"{arch} {n}" for arch, n in sorted(waiting.items()))
+                )
             if seeds < MIN_SEEDS:
                 notes.append(f"fewer than {MIN_SEEDS} seeds in an arm")
             for region in ("out", "in"):
@@ -140,7 +165,7 @@ def hybrid_verdicts(
                         {f"hybrid_{region}": np.nan, f"part_{region}": np.nan, f"gap_{region}": np.nan}
                     )
                     row.update({f"gap_{region}_lo": np.nan, f"gap_{region}_hi": np.nan})
-                    row[f"verdict{suffix}"] = INCONCLUSIVE
+                    row[f"verdict{suffix}"] = PENDING if pending_parts else INCONCLUSIVE
                     if region == "out":
                         row["best_part"] = ""
                         notes.append("no out-of-range evaluation" if parts else "no parts")
@@ -148,16 +173,23 @@ def hybrid_verdicts(
                 part_means = {arch: values[arch].mean() for arch in parts}
                 best_part = max(part_means, key=part_means.get)
                 gap, lo, hi = bootstrap_gap(values[hybrid], [values[arch] for arch in parts], rng, n_boot)
+                if seeds < MIN_SEEDS:
+                    lo = hi = np.nan  # a bootstrap over one or two seeds bounds nothing
                 row[f"hybrid_{region}"] = float(values[hybrid].mean())
                 row[f"part_{region}"] = float(part_means[best_part])
                 row.update({f"gap_{region}": gap, f"gap_{region}_lo": lo, f"gap_{region}_hi": hi})
-                enough = seeds >= MIN_SEEDS and not missing
-                row[f"verdict{suffix}"] = classify(lo, hi, enough, tie)
+                if pending_parts:
+                    row[f"verdict{suffix}"] = PENDING
+                elif missing:
+                    row[f"verdict{suffix}"] = INCONCLUSIVE
+                else:
+                    row[f"verdict{suffix}"] = classify(lo, hi, seeds >= MIN_SEEDS, tie)
                 if region == "out":
                     row["best_part"] = best_part
             row["smaller_size_to_solve"] = _compare_solve(solve_fits, task, hybrid, [] if missing else parts)
             row["note"] = "; ".join(notes)
             rows.append(row)
+    rows += _unstarted_hybrids(best, runs)
     frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     tasks = {task: i for i, task in enumerate(task_order(frame["task_label"]))}
     archs = {arch: i for i, arch in enumerate(arch_order(frame["hybrid"]))}
@@ -166,6 +198,58 @@ def hybrid_verdicts(
         for t, s, h in zip(frame["task_label"], frame["target_params"], frame["hybrid"])
     ]
     return frame.iloc[sorted(range(len(frame)), key=keys.__getitem__)].reset_index(drop=True)
+
+
+def _unfinished(runs: pd.DataFrame | None) -> pd.DataFrame:
+    if runs is None:
+        return pd.DataFrame(columns=["task_label", "target_params", "arch", "pattern", "neg_eigval"])
+    return runs[runs["status"].isin(["pending", "running"])]
+
+
+def _waiting(unfinished, task, size, pattern, neg_eigval, arches) -> dict[str, int]:
+    """Unfinished runs in a cell, by arch for `arches`, and by part name (as `part_arches` names a
+    missing part) for parts that have no finished run there."""
+    cell = unfinished[(unfinished["task_label"] == task) & (unfinished["target_params"] == size)]
+    if cell.empty:
+        return {}
+    out = {arch: int((cell["arch"] == arch).sum()) for arch in arches}
+    for letter in sorted(set(pattern) | {TRANSFORMER}):
+        others = cell[_is_part(cell, letter, neg_eigval) & ~cell["arch"].isin(arches)]
+        if len(others):
+            out[_part_name(letter, neg_eigval)] = len(others)
+    return {arch: n for arch, n in out.items() if n}
+
+
+def _unstarted_hybrids(best: pd.DataFrame, runs: pd.DataFrame | None) -> list[dict]:
+    """Rows for (task, size, hybrid) cells with no finished run: `pending` if runs are to come,
+    else `inconclusive` (every run failed or diverged)."""
+    if runs is None:
+        return []
+    finished = set(zip(best["task_label"], best["target_params"], best["arch"]))
+    hybrids = runs[[is_hybrid(p) for p in runs["pattern"]]]
+    rows = []
+    for (task, size, hybrid), cell in hybrids.groupby(["task_label", "target_params", "arch"], sort=True):
+        if (task, size, hybrid) in finished:
+            continue
+        statuses = cell["status"].value_counts().to_dict()
+        waiting = statuses.get("pending", 0) + statuses.get("running", 0)
+        word = PENDING if waiting else INCONCLUSIVE
+        note = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+        row = {column: np.nan for column in VERDICT_COLUMNS}
+        row.update(
+            task_label=task,
+            target_params=size,
+            hybrid=hybrid,
+            parts="",
+            best_part="",
+            seeds=0,
+            verdict=word,
+            verdict_in=word,
+            smaller_size_to_solve="n/a",
+            note=f"no finished run of {hybrid} yet ({note})" if waiting else f"no finished run ({note})",
+        )
+        rows.append(row)
+    return rows
 
 
 def _resampled_means(values: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:

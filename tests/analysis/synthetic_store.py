@@ -39,6 +39,7 @@ def build_store(
     tasks=tuple(TASKS),
     failures: bool = True,
     rng_seed: int = 0,
+    n_per_bin: int = 200,
 ) -> Path:
     """Write `path/hxt.sqlite`; with `failures`, one extra run failed and one diverged."""
     path.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def build_store(
                                         acc + rng.normal(0, 0.01) - (0.02 if slice_ == "moved" else 0), 0, 1
                                     )
                                 )
-                                n, n_tokens = 200, 200
+                                n, n_tokens = n_per_bin, n_per_bin
                                 connection.execute(
                                     "INSERT INTO evals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                     (

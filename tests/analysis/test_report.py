@@ -49,8 +49,8 @@ def _find(tables: list[pd.DataFrame], columns) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The demo shape: 1 size, 2 seeds, 1 LR, parity and state_based_recall, A / G / M / GGGA."""
-    sweep = build_store(tmp_path_factory.mktemp("demo") / "sweep")
+    """The demo shape with 3 seeds: 1 size, 1 LR, parity and state_based_recall, A / G / M / GGGA."""
+    sweep = build_store(tmp_path_factory.mktemp("demo") / "sweep", seeds=(0, 1, 2))
     main(["report", str(sweep)])
     return sweep
 
@@ -75,7 +75,7 @@ def test_html_is_valid_and_self_contained(demo):
         assert attrs["alt"]
     assert not [tag for tag, attrs in page.tags if tag in {"script", "link", "iframe"} or "href" in attrs]
     text = (demo / "report" / "report.html").read_text()
-    for header in ("cafe1234", "abc1234", "16 done, 1 failed, 1 diverged", "hybrid exceeds parts"):
+    for header in ("cafe1234", "abc1234", "24 done, 1 failed, 1 diverged", "hybrid exceeds parts"):
         assert header in text
 
 
@@ -113,6 +113,54 @@ def test_markdown_tables_match_the_frames(demo):
     assert list(heat.columns) == ["task", "A", "G", "M", "GGGA"]
     pd.testing.assert_frame_equal(_find(tables, heat.columns), heat, check_dtype=False)
     assert "Skipped: the size-to-solve fit needs runs at two or more sizes." in text
+
+
+def _verdict_cells(text: str) -> list[str]:
+    tables = _markdown_tables(text)
+    (table,) = [t for t in tables if "verdict (out of range)" in t.columns]
+    return table["verdict (out of range)"].tolist() + table["verdict (in range)"].tolist()
+
+
+def test_two_seeds_with_32_examples_a_bin_give_no_verdict(tmp_path):
+    sweep = build_store(tmp_path / "sweep", seeds=(0, 1), n_per_bin=32)
+    write_report(sweep, tmp_path / "out", n_boot=200)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert set(_verdict_cells(text)) == {"too few seeds"}
+    tables = _markdown_tables(text)
+    (overview,) = [t for t in tables if list(t.columns) == ["task", "size", "GGGA"]]
+    assert all(cell.startswith("too few seeds (") for cell in overview["GGGA"])
+    (verdicts,) = [t for t in tables if "out: gap [95% CI]" in t.columns]
+    assert all(cell.endswith("(no CI)") for cell in verdicts["out: gap [95% CI]"])
+
+
+def test_one_seed_prints_no_interval_over_seeds(tmp_path):
+    sweep = build_store(tmp_path / "sweep", seeds=(0,), failures=False)
+    write_report(sweep, tmp_path / "out", n_boot=100)
+    tables = _markdown_tables((tmp_path / "out" / "report.md").read_text())
+    (verdicts,) = [t for t in tables if "out: gap [95% CI]" in t.columns]
+    for column in ("out: gap [95% CI]", "in: gap [95% CI]"):
+        assert all("[" not in cell and cell.endswith("(no CI)") for cell in verdicts[column])
+    for table in tables:
+        if "out: scaled, seed range" in table.columns:
+            assert all(" – " not in cell for cell in table["out: scaled, seed range"])
+
+
+def test_a_partial_sweep_says_the_hybrid_is_pending(tmp_path, capsys):
+    sweep = build_store(tmp_path / "sweep", seeds=(0, 1, 2), failures=False)
+    db = sqlite3.connect(sweep / "hxt.sqlite")
+    hybrid = "SELECT run_id FROM runs WHERE arch = 'GGGA'"
+    db.execute(f"DELETE FROM evals WHERE run_id IN ({hybrid})")
+    db.execute(f"DELETE FROM metrics WHERE run_id IN ({hybrid})")
+    db.execute("UPDATE runs SET status = 'pending' WHERE arch = 'GGGA' AND seed < 2")
+    db.execute("UPDATE runs SET status = 'running' WHERE arch = 'GGGA' AND seed = 2")
+    db.execute("UPDATE runs SET status = 'pending' WHERE arch = 'M' AND task = 'parity'")
+    db.commit()
+    db.close()
+    main(["report", str(sweep), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "No hybrid" not in text and "The sweep is not finished" in text
+    assert set(_verdict_cells(text)) == {"pending"}
+    assert "no finished run of GGGA yet (2 pending, 1 running)" in text
 
 
 def test_report_is_regenerable_from_the_store_alone(demo, tmp_path):

@@ -7,7 +7,9 @@ from analysis.verdict import (
     EXCEEDS,
     INCONCLUSIVE,
     PART_WINS,
+    PENDING,
     TIES,
+    TOO_FEW,
     classify,
     hybrid_verdicts,
     is_hybrid,
@@ -65,11 +67,47 @@ def test_a_part_wins():
     assert row["gap_out_hi"] < 0
 
 
-def test_too_few_seeds_is_inconclusive_even_with_a_large_gap():
-    frame = _frame({"A": [0.1, 0.1], "G": [0.2], "GGGA": [0.9, 0.9]})
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_fewer_than_three_seeds_give_no_verdict_and_no_ci_even_with_a_large_gap(seeds):
+    frame = _frame({"A": [0.1] * 3, "G": [0.2] * seeds, "GGGA": [0.9, 0.95, 0.92]})
     (row,) = hybrid_verdicts(frame, n_boot=200).to_dict("records")
-    assert row["verdict"] == INCONCLUSIVE and row["seeds"] == 1
-    assert "fewer than 2 seeds" in row["note"]
+    assert row["verdict"] == row["verdict_in"] == TOO_FEW and row["seeds"] == seeds
+    assert row["gap_out"] == pytest.approx(0.92333 - 0.2, abs=1e-4)
+    assert np.isnan(row["gap_out_lo"]) and np.isnan(row["gap_out_hi"])
+    assert "fewer than 3 seeds" in row["note"]
+
+
+def _runs(frame: pd.DataFrame, pending: dict[str, int]) -> pd.DataFrame:
+    """Every run of the store: the finished rows plus `pending` unfinished seeds per arch."""
+    extra = []
+    for arch, n in pending.items():
+        pattern, neg = PATTERNS[arch]
+        for seed in range(n):
+            extra.append(
+                {
+                    "task_label": "state_based_recall",
+                    "arch": arch,
+                    "pattern": pattern,
+                    "neg_eigval": neg,
+                    "target_params": 1_000_000,
+                    "seed": 10 + seed,
+                    "status": "pending",
+                }
+            )
+    return pd.concat([frame.assign(status="done"), pd.DataFrame(extra)], ignore_index=True)
+
+
+def test_a_hybrid_or_part_still_to_run_is_pending_not_missing():
+    done = _frame({"A": [0.1] * 3, "G": [0.2] * 3})
+    (row,) = hybrid_verdicts(done, n_boot=100, runs=_runs(done, {"GGGA": 3})).to_dict("records")
+    assert row["hybrid"] == "GGGA" and row["verdict"] == PENDING and row["seeds"] == 0
+    assert row["note"] == "no finished run of GGGA yet (3 pending)"
+    assert hybrid_verdicts(done, n_boot=100).empty  # without the store's runs nothing is known of GGGA
+
+    no_g = _frame({"A": [0.1] * 3, "GGGA": [0.9] * 3})
+    (row,) = hybrid_verdicts(no_g, n_boot=100, runs=_runs(no_g, {"G": 3})).to_dict("records")
+    assert row["verdict"] == PENDING and "G (neg_eigval=1) 3" in row["note"]
+    assert "missing part" not in row["note"]
 
 
 def test_a_wide_ci_spanning_zero_is_inconclusive():
@@ -104,7 +142,7 @@ def test_parts_match_letters_and_the_eigenvalue_setting():
         (0.0, 0.0, True, TIES),
         (-0.3, -0.1, True, PART_WINS),
         (-0.1, 0.1, True, INCONCLUSIVE),
-        (0.5, 0.6, False, INCONCLUSIVE),
+        (0.5, 0.6, False, TOO_FEW),
         (np.nan, np.nan, True, INCONCLUSIVE),
     ],
 )
