@@ -314,7 +314,11 @@ def _print_status(console, store, driver, groups: list[str]) -> None:
     if running:
         parts.append(f"{running} running" + ("" if state == "alive" else " (stale)"))
     console.print("runs: " + (", ".join(parts) or "none"), highlight=False)
-    tables = [("task", "arch"), ("size",), ("lr",)]
+    tables = [("task", "arch")]
+    for axis in ("size", "lr"):  # the grid's other axes, where the sweep has several values
+        (values,) = store.db.execute(f"SELECT COUNT(DISTINCT {_GROUPS[axis]}) FROM runs r").fetchone()
+        if values > 1:
+            tables.append((axis,))
     if groups:
         tables.append(tuple(groups))
     for columns in tables:
