@@ -155,14 +155,14 @@ def export(
 
     if n < 1:
         raise ValueError(f"option --n must be >= 1, got {n}")
+    if out.is_dir():
+        raise ValueError(
+            f"--out {str(out)!r} is a directory; name a file such as {str(out / (name + '.parquet'))!r}"
+        )
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise ValueError(
             f"--out {str(out)!r}: unknown file type; allowed: {', '.join('.' + f for f in FORMATS)}"
-        )
-    if out.is_dir():
-        raise ValueError(
-            f"--out {str(out)!r} is a directory; name a file such as {str(out / (name + '.parquet'))!r}"
         )
     check_writable_dir(out.parent, "--out's directory")
     task, knobs = _task_and_knobs(name, ctx.args)
