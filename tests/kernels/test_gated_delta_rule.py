@@ -344,7 +344,7 @@ def test_gpu_cached_launch_matches_triton_launch(monkeypatch):
     # _host.launch keeps each compiled kernel under a key of what triton specializes on (for the host
     # tensor descriptors: dtype, block shape, alignment) and launches it directly on later calls: the
     # same results, bit for bit, as triton's own launch, from the cache the second time.
-    inputs = placed(gdn_inputs(2, 300, 4, 64, 64), dict(dtype=BF16, g=F32))
+    inputs = placed(gdn_inputs(2, 300, 4, 64, 64), BF16, g=F32)
     fn = triton_fn(None, use_qk_l2norm_in_kernel=True)
     first = forward_backward(fn, inputs, output_final_state=True)
     cached = len(_host._COMPILED)
