@@ -18,3 +18,14 @@ def test_bad_pool_sizes_are_user_errors():
         LocalExecutor(workers=0)
     with pytest.raises(ValueError, match="--slots-per-gpu"):
         LocalExecutor(workers=1, slots_per_gpu=0)
+
+
+def test_the_driver_side_imports_no_torch():
+    """Validation, the store, the lock and the executors run in the driver, which never needs torch
+    (workers import it); `hxt sweep run` can then refuse a bad file or directory quickly."""
+    import subprocess
+    import sys
+
+    modules = "sweeps.runner, sweeps.backends, sweeps.store, sweeps.lock, sweeps.progress, sweeps.files"
+    code = f"import sys, {modules}, sweeps.cli_export, analysis.load; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
