@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +21,7 @@ RUN_STATUSES = ("done", "failed", "diverged", "pending", "running")
 
 @dataclass(frozen=True)
 class Store:
-    """The three tables of a store plus the sweep's key/value header.
+    """The three tables of a store plus the sweep's key/value header and its sweep file history.
 
     `runs` holds every run (any status) with an added `task_label` column: the task name, or the name
     with its structural parameters when one task name appears with several parameter sets.
@@ -33,6 +33,7 @@ class Store:
     runs: pd.DataFrame
     metrics: pd.DataFrame
     evals: pd.DataFrame
+    configs: pd.DataFrame = field(default_factory=pd.DataFrame)  # every sweep file text run, oldest first
 
     @property
     def done(self) -> pd.DataFrame:
@@ -84,7 +85,8 @@ def load_store(sweep_dir: Path | str) -> Store:
         raise ValueError(f"the store {str(path)!r} has done runs but no evaluation rows")
 
     runs = runs.assign(task_label=_task_labels(runs))
-    return Store(path=path, sweep=sweep, runs=runs, metrics=metrics, evals=evals)
+    configs = tables.get("configs", pd.DataFrame())
+    return Store(path=path, sweep=sweep, runs=runs, metrics=metrics, evals=evals, configs=configs)
 
 
 def _task_labels(runs: pd.DataFrame) -> pd.Series:

@@ -98,6 +98,7 @@ def header_table(analysis: Analysis) -> pd.DataFrame:
     rows = [
         ("sweep", sweep.get("name", store.path.parent.name)),
         ("config hash", sweep.get("config_hash", "—")),
+        ("sweep files", _sweep_files(store.configs)),
         ("git commit (sweep)", sweep.get("git_commit", "—")),
         ("git commit (runs)", ", ".join(commits) or "—"),
         ("hxt version", sweep.get("hxt_version", "—")),
@@ -123,6 +124,16 @@ def header_table(analysis: Analysis) -> pd.DataFrame:
         ("store", str(store.path)),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
+
+
+def _sweep_files(configs: pd.DataFrame) -> str:
+    """How many sweep file texts the directory has run: more than one when the sweep grew."""
+    if configs.empty:
+        return "—"
+    if len(configs) == 1:
+        return "1"
+    added = ", ".join(f"+{n} runs {at}" for n, at in zip(configs["runs_added"], configs["added_at"]))
+    return f"{len(configs)} (grown: {added}); the config hash covers every run in the store"
 
 
 def heatmap_table(analysis: Analysis) -> pd.DataFrame:

@@ -68,3 +68,25 @@ def test_loading_never_writes(tmp_path):
     before = path.read_bytes()
     load_store(path)
     assert path.read_bytes() == before
+
+
+def test_the_sweep_file_history_is_loaded_and_shown(tmp_path):
+    from analysis.tables import analyse, header_table
+
+    path = build_store(tmp_path / "sweep")
+    connection = sqlite3.connect(path / "hxt.sqlite")
+    rows = [
+        ("h1", "seeds = [0]", "2026-11-27T10:00:00+00:00", "", 8, 8),
+        ("h2", "seeds = [0, 1]", "2026-11-28T09:00:00+00:00", "", 16, 8),
+    ]
+    connection.executemany(
+        "INSERT INTO configs(config_hash, config_toml, added_at, git_commit, n_runs, runs_added) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    connection.commit()
+    connection.close()
+    store = load_store(path)
+    assert store.configs["config_toml"].tolist() == ["seeds = [0]", "seeds = [0, 1]"]
+    header = dict(header_table(analyse(store, n_boot=20)).values.tolist())
+    assert header["sweep files"].startswith("2 (grown: +8 runs 2026-11-27T10:00:00+00:00, +8 runs 2026-11-28")
