@@ -90,15 +90,40 @@ def load_store(sweep_dir: Path | str) -> Store:
 
 
 def _task_labels(runs: pd.DataFrame) -> pd.Series:
-    """Task name, qualified by the structural parameters that differ where a name has several sets."""
+    """Task name, qualified by what differs where one name has several variants: structural
+    parameters (`state_based_recall(m=64)`) or the difficulty ranges it trains and evaluates on
+    (`parity(train length 3-20)`, e.g. after a sweep grew by a task with a longer training range)."""
     labels = pd.Series(runs["task"].to_numpy(dtype=object), index=runs.index, dtype=object)
+    variant = pd.Series(
+        [_variant(p, c) for p, c in zip(runs["task_params"], runs["config_json"])], index=runs.index
+    )
     for task, group in runs.groupby("task"):
-        variants = {text: json.loads(text) for text in group["task_params"].unique()}
+        variants = {text: json.loads(text) for text in variant[group.index].unique()}
         if len(variants) < 2:
             continue
-        keys = sorted({key for params in variants.values() for key in params})
-        differing = [key for key in keys if len({json.dumps(p.get(key)) for p in variants.values()}) > 1]
-        for text, params in variants.items():
-            inside = ", ".join(f"{key}={params.get(key)}" for key in differing)
-            labels[group.index[group["task_params"] == text]] = f"{task}({inside})"
+        keys = sorted({key for facts in variants.values() for key in facts})
+        differing = [key for key in keys if len({json.dumps(v.get(key)) for v in variants.values()}) > 1]
+        for text, facts in variants.items():
+            inside = ", ".join(_describe(key, facts.get(key)) for key in differing)
+            labels[group.index[variant[group.index] == text]] = f"{task}({inside})"
     return labels
+
+
+def _variant(task_params: str, config_json: str) -> str:
+    """A run's task facts as flat JSON: its parameters and, where the config has them, its ranges."""
+    facts = dict(json.loads(task_params))
+    try:
+        task = json.loads(config_json).get("task")
+    except (TypeError, ValueError, AttributeError):
+        task = None
+    task = task if isinstance(task, dict) else {}
+    for region in ("train", "eval"):
+        for knob, bounds in (task.get(f"{region}_range") or {}).items():
+            facts[f"{region} {knob}"] = bounds
+    return json.dumps(facts, sort_keys=True)
+
+
+def _describe(key: str, value) -> str:
+    if " " in key and isinstance(value, list) and len(value) == 2:  # a range: "train length 3-20"
+        return f"{key} {value[0]}-{value[1]}" if value[0] != value[1] else f"{key} {value[0]}"
+    return f"{key}={value}"

@@ -90,3 +90,17 @@ def test_the_sweep_file_history_is_loaded_and_shown(tmp_path):
     assert store.configs["config_toml"].tolist() == ["seeds = [0]", "seeds = [0, 1]"]
     header = dict(header_table(analyse(store, n_boot=20)).values.tolist())
     assert header["sweep files"].startswith("2 (grown: +8 runs 2026-11-27T10:00:00+00:00, +8 runs 2026-11-28")
+
+
+def test_task_labels_name_a_differing_training_range(tmp_path):
+    path = build_store(tmp_path / "sweep", tasks=("parity",), archs=("A",), failures=False)
+    connection = sqlite3.connect(path / "hxt.sqlite")
+    for seed, high in ((0, 20), (1, 40)):
+        task = {"name": "parity", "train_range": {"length": [3, high]}, "eval_range": {"length": [3, 256]}}
+        connection.execute(
+            "UPDATE runs SET config_json = ? WHERE seed = ?", (json.dumps({"task": task}), seed)
+        )
+    connection.commit()
+    connection.close()
+    labels = set(load_store(path).runs["task_label"])
+    assert labels == {"parity(train length 3-20)", "parity(train length 3-40)"}
