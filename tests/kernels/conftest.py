@@ -5,7 +5,11 @@ Triton kernels run under the interpreter where no GPU is visible (tests/conftest
 TRITON_INTERPRET=1 before any kernel module is imported).
 """
 
+import ast
 import functools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -125,3 +129,50 @@ def assert_close_rel(got, ref, dtype, *, tol=None, gate_tol=None):
         if not err <= (gate if n in GATE_GRADS else main):
             bad[n] = f"{err:.2e}"
     assert not bad, f"relative RMS above {main} ({gate} for {GATE_GRADS}): {bad}"
+
+
+def compile_for_hopper(fn, signature, constexprs, config) -> int:
+    """Shared memory (bytes) of kernel fn compiled for sm_90 as triton compiles it for a GPU (needs
+    triton's ptxas, no GPU, and TRITON_INTERPRET unset)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = triton.compile(
+        ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+        target=GPUTarget("cuda", 90, 32),
+        options=dict(num_warps=config.num_warps, num_stages=config.num_stages),
+    )
+    return kernel.metadata.shared
+
+
+def run_outside_interpreter(function: str, cases) -> dict:
+    """{case: function(*case)} for a function "module:name" of literals, each case in its own Python
+    process without TRITON_INTERPRET, all side by side (compiling is CPU-bound); skips where triton has
+    no bundled ptxas."""
+    import triton
+
+    if not os.path.exists(
+        os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    ):
+        pytest.skip("triton without its bundled ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    module, name = function.split(":")
+    procs = {
+        case: subprocess.Popen(
+            [sys.executable, "-c", f"from {module} import {name} as f; print(f(*{case!r}))"],
+            env=env,
+            text=True,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for case in cases
+    }
+    out = {}
+    for case, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, (case, stderr[-2000:])
+        out[case] = ast.literal_eval(stdout.strip().splitlines()[-1])
+    return out

@@ -1,12 +1,7 @@
-import ast
 import dataclasses
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-import triton
 
 from kernels import _host
 from kernels.gated_delta_rule import chunk as gdn_chunk
@@ -19,10 +14,12 @@ from tests.kernels.conftest import (
     DEVICE,
     as_float64,
     assert_close_rel,
+    compile_for_hopper,
     forward_backward,
     gdn_inputs,
     placed,
     rel_rms,
+    run_outside_interpreter,
 )
 
 F32, BF16 = torch.float32, torch.bfloat16
@@ -240,9 +237,6 @@ def test_vmap_with_unbatched_inputs_and_no_state():
 def shared_memory_bytes(K, V, half):
     """{kernel: shared memory} of the seven kernels compiled for sm_90 under the launch configuration
     (host tensor descriptors of the tiles each takes; needs triton's ptxas, no GPU, no interpreter)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     BT = 64 if half else 32
     cfg = gdn_chunk._launch_config(256, K, V, half, BT)
     dt = "bf16" if half else "fp32"
@@ -278,12 +272,7 @@ def shared_memory_bytes(K, V, half):
         consts = dict(K=K, V=V, BT=BT, BK=c.BK, BV=c.BV, USE_L2NORM=True, EMU=False,
                       PRECISION=gdn_chunk._precision(torch.bfloat16 if half else torch.float32))  # fmt: skip
         consts |= {n: True for n in ("USE_H0", "STORE_HT", "USE_DHT", "STORE_DH0") if n in fn.arg_names}
-        kernel = triton.compile(
-            ASTSource(fn=fn, signature=signature, constexprs=consts),
-            target=GPUTarget("cuda", 90, 32),
-            options=dict(num_warps=c.num_warps, num_stages=c.num_stages),
-        )
-        out[fn.__name__] = kernel.metadata.shared
+        out[fn.__name__] = compile_for_hopper(fn, signature, consts, c)
     return out
 
 
@@ -292,23 +281,11 @@ def test_launch_configs_compile_for_hopper_within_shared_memory():
     # Every kernel compiled for sm_90 as triton compiles it for a GPU (the interpreter checks neither
     # what the compiler refuses nor shared memory), bf16 at K = V = 128 and 32 and fp32 at K = V = 256,
     # in processes without the interpreter, side by side: within Hopper's 227 KB.
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    if not os.path.exists(ptxas):
-        pytest.skip("triton without its bundled ptxas")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    procs = {}
-    for dims in [(128, 128, True), (32, 32, True), (256, 256, False)]:
-        code = f"from tests.kernels.test_gated_delta_rule import shared_memory_bytes as f; print(f(*{dims}))"
-        procs[dims] = subprocess.Popen(
-            [sys.executable, "-c", code], env=env, text=True, cwd=root, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
-    for dims, proc in procs.items():
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, (dims, err[-2000:])
-        shared = ast.literal_eval(out.strip().splitlines()[-1])
-        assert len(shared) == 7 and all(0 < v <= 227 * 1024 for v in shared.values()), (dims, shared)
+    cases = [(128, 128, True), (32, 32, True), (256, 256, False)]
+    for case, shared in run_outside_interpreter(
+        "tests.kernels.test_gated_delta_rule:shared_memory_bytes", cases
+    ).items():
+        assert len(shared) == 7 and all(0 < v <= 227 * 1024 for v in shared.values()), (case, shared)
 
 
 @pytest.mark.gpu

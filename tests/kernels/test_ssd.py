@@ -1,8 +1,3 @@
-import ast
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import triton
@@ -13,9 +8,11 @@ from kernels.ssd import chunk, chunk_ssd, naive_chunk_ssd, naive_recurrent_ssd
 from tests.kernels.conftest import (
     as_float64,
     assert_close_rel,
+    compile_for_hopper,
     forward_backward,
     placed,
     rel_rms,
+    run_outside_interpreter,
     ssd_inputs,
 )
 
@@ -279,13 +276,6 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
     """{kernel: shared memory} of the SSD kernels (all, or those whose names end in one of names)
     compiled for sm_90 under chunk_ssd's launch configuration (needs triton's ptxas, no GPU, and
     TRITON_INTERPRET unset)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from kernels._host import KernelConfig
-    from kernels.ssd import chunk
-
     kf, kb = chunk._kernels()
     cfg = chunk._launch_config(2, dim_k, dim_v, bf16)
     common = dict(K=dim_k, V=dim_v, BT=cfg.BT, NEG=True, BF16=bf16, PRECISION=chunk._precision(bf16))
@@ -334,12 +324,7 @@ def shared_memory_bytes(dim_k, dim_v, bf16, names=None):
                     "dD",
                 )
                 signature[p.name] = "*fp32" if fp32 else "*bf16"
-        kernel = triton.compile(
-            ASTSource(fn=fn, signature=signature, constexprs=consts),
-            target=GPUTarget("cuda", 90, 32),
-            options=dict(num_warps=kc.num_warps, num_stages=kc.num_stages),
-        )
-        out[fn.__name__] = kernel.metadata.shared
+        out[fn.__name__] = compile_for_hopper(fn, signature, consts, kc)
     return out
 
 
@@ -350,34 +335,15 @@ def test_launch_configs_fit_hopper_shared_memory():
     # the dB/dC kernel at K = V = 128 (its largest tiles), the all-of-K kernels at K = 256 and the
     # one-launch forward walk at K = V = 64 (compiled in plain Python, this also checks what the
     # interpreter cannot: e.g. names used outside the scope the compiler gives them).
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    if not os.path.exists(ptxas):
-        pytest.skip("triton without its bundled ptxas")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    procs = {}
     cases = [
         (128, 128, False, ("dqk_kernel",)),
         (256, 96, False, ("o_kernel", "dx_kernel")),
         (128, 128, True, None),
         (64, 64, False, ("fwd_hy_kernel", "fwd_y_kernel")),
     ]
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for dims in cases:
-        code = f"from tests.kernels.test_ssd import shared_memory_bytes; print(shared_memory_bytes(*{dims}))"
-        procs[dims] = subprocess.Popen(
-            [sys.executable, "-c", code],
-            env=env,
-            text=True,
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    for dims, proc in procs.items():
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, (dims, err[-2000:])
-        shared = ast.literal_eval(out.strip().splitlines()[-1])
-        assert len(shared) == (9 if dims[3] is None else len(dims[3]))
-        assert all(0 <= v <= 227 * 1024 for v in shared.values()), (dims, shared)
+    for case, shared in run_outside_interpreter("tests.kernels.test_ssd:shared_memory_bytes", cases).items():
+        assert len(shared) == (9 if case[3] is None else len(case[3]))
+        assert all(0 <= v <= 227 * 1024 for v in shared.values()), (case, shared)
 
 
 @pytest.mark.gpu
