@@ -13,7 +13,7 @@ start=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 for study in "$@"; do
   mkdir -p "$out/$study"
-  if [ -f "results/$study/hxt.sqlite" ]; then cp "results/$study/hxt.sqlite" "$out/$study/"; fi
+  cp results/"$study"/hxt.sqlite* "$out/$study/" 2>/dev/null  # with any -wal a killed driver left
   left=$(( budget - ($(date +%s) - start) ))
   if [ "$left" -gt 20 ]; then
     timeout --signal=TERM --kill-after=30 "$left" \

@@ -120,7 +120,11 @@ def train(
 
 
 def _print_result(run_id: str, result: dict) -> None:
-    typer.echo(f"run {run_id}: {result['status']}" + (f"  ({result['error']})" if result["error"] else ""))
+    # A failed run's error is a traceback: its last line here, the whole of it with --json.
+    error = [result["error"]]
+    if result["status"] == "failed":
+        error = (result["error"] or "").strip().splitlines()[-1:]
+    typer.echo(f"run {run_id}: {result['status']}" + (f"  ({error[0]})" if error and error[0] else ""))
     if result["status"] == "failed":
         return
     typer.echo(
@@ -149,14 +153,15 @@ def plan(file: Path = typer.Argument(..., help="A sweep file (TOML).")) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from sweeps.grid import check_runs, expand, sweep_hash
+    from sweeps.grid import check_runs, expand
+    from sweeps.store import runs_hash
     from synthetic_tasks import make_task
 
     runs = expand(config)
     sized = check_runs(runs)
     console = Console()
     console.print(
-        f"sweep [bold]{config.name}[/bold] (config {sweep_hash(runs)}): {len(runs)} runs = "
+        f"sweep [bold]{config.name}[/bold] (config {runs_hash(r.run_id for r in runs)}): {len(runs)} runs = "
         f"{len(config.tasks)} tasks x {len(config.archs)} architectures x {len(config.sizes)} sizes x "
         f"{len(config.lrs)} learning rates x {len(config.seeds)} seeds"
     )

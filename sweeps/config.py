@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from architectures.config import BACKENDS, ModelConfig
+from sweeps.files import read_text_file
 from synthetic_tasks import TASKS, make_task
 
 __all__ = ["ArchSpec", "SweepConfig", "TaskSpec", "TrainSpec", "load_sweep", "parse_sweep", "MODEL_KEYS"]
@@ -157,10 +158,7 @@ class SweepConfig:
 
 def load_sweep(path: str | Path) -> tuple[SweepConfig, str]:
     """Read and validate a sweep file; returns the config and the file's text."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"sweep file {str(path)!r} does not exist")
-    text = path.read_text()
+    text = read_text_file(path, "sweep file")
     return parse_sweep(text, source=str(path)), text
 
 

@@ -22,7 +22,7 @@ from sweeps.config import SweepConfig, TaskSpec, TrainSpec
 from synthetic_tasks import make_task
 from synthetic_tasks.base import eval_bins
 
-__all__ = ["RunConfig", "expand", "check_runs", "canonical_json", "eval_bins", "hxt_version", "sweep_hash"]
+__all__ = ["RunConfig", "expand", "check_runs", "canonical_json", "eval_bins", "hxt_version"]
 
 
 def hxt_version() -> str:
@@ -102,11 +102,6 @@ class RunConfig:
 
     def with_backend(self, backend: str) -> RunConfig:
         return replace(self, model=replace(self.model, backend=backend))
-
-
-def sweep_hash(runs: list[RunConfig]) -> str:
-    """The sweep's identity: a hash of its set of run ids (so comments and key order do not count)."""
-    return hashlib.sha256(",".join(sorted(r.run_id for r in runs)).encode()).hexdigest()[:16]
 
 
 def expand(config: SweepConfig) -> list[RunConfig]:
