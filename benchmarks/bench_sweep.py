@@ -1,14 +1,21 @@
-"""Sweep throughput: runs per GPU-minute with 1, 2, 4, 6, 8 runs sharing each GPU.
+"""Sweep wall time, today's mode against the new defaults, with the stores compared run by run.
 
-Small models leave most of a GPU idle (kernel launches and Python dominate), so several runs per
-GPU should multiply throughput; this measures by how much, through the real driver
-(`sweeps.runner.run_sweep`, local backend): a fixed grid of `--runs` runs (one task, one pattern,
-≈1 M non-embedding parameters, `--steps` steps each, early stopping off) per pattern and slot
-count, with GPU utilisation sampled by nvidia-smi. The single-slot baseline runs only the first
-`--baseline-runs` runs of the grid (its rate is what matters, and it is the slow one).
+Two grids of issue 15, each run twice through the real driver (`sweeps.runner.drive`):
 
-    python benchmarks/bench_sweep.py --out benchmarks/sweep_throughput.md   # GPU; sized for ~4 min on an H100
-    python benchmarks/bench_sweep.py --smoke                                    # CPU, tiny, seconds
+- parity: A, G, M, G-noneg, M-noneg x 2 learning rates x 2 seeds (20 runs); 100 k non-embedding
+  parameters, 2 layers, batch 256, lengths 3-40, 3000 steps;
+- state-based recall: A, G, M x 2 learning rates x 2 seeds (12 runs); 400 k, 4 layers, batch 128,
+  `--sbr-steps` steps (3000 in the issue; fewer by default, to keep the call short).
+
+"today": one run per worker process, `--slots` (10) workers on the GPU, steps eager
+(``train.capture = false``). "new": the default training spec (steps captured as CUDA graphs) and
+runs packed by `sweeps.pack.PackExecutor` (packs of at most `--pack`, `--pack-slots` pack workers on
+the GPU). The two stores are then compared run by run, matched by (architecture, lr, seed): status,
+steps taken, the early-stop step and the evaluation (token accuracy per bin), which should agree to
+bf16 noise. With `--estimates` it also prints `estimate_gpu_seconds` for every study config.
+
+    python benchmarks/bench_sweep.py --out $OUT/sweep.md            # GPU, about 6 minutes on an H200
+    python benchmarks/bench_sweep.py --smoke                         # CPU, tiny, to check the script
 
 Prints a Markdown table (and writes it to --out) with the device, date and commit.
 """
@@ -16,6 +23,8 @@ Prints a Markdown table (and writes it to --out) with the device, date and commi
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import shutil
 import subprocess
 import sys
@@ -27,33 +36,62 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeps.backends import DEFAULT_SLOTS_PER_GPU, gpu_count  # noqa: E402
-from sweeps.runner import git_commit, run_sweep  # noqa: E402
+from sweeps import backends  # noqa: E402
+from sweeps.config import load_sweep  # noqa: E402
+from sweeps.grid import check_runs, expand, hxt_version  # noqa: E402
+from sweeps.pack import PackExecutor, estimate_gpu_seconds  # noqa: E402
+from sweeps.progress import make_progress  # noqa: E402
+from sweeps.runner import drive, git_commit, shared_settings  # noqa: E402
+from sweeps.store import Store  # noqa: E402
 
-SWEEP = """
-name = "bench-{pattern}-{slots}"
+PARITY = """
+name = "bench-parity-{mode}"
+patterns = ["A", "G", "M"]
 sizes = [{size}]
-lrs = [1e-3]
-seeds = {seeds}
+lrs = [1e-3, 3e-3]
+seeds = [0, 1]
 device = "{device}"
 [[arch]]
-pattern = "{pattern}"
+name = "G-noneg"
+pattern = "G"
+neg_eigval = false
+[[arch]]
+name = "M-noneg"
+pattern = "M"
+neg_eigval = false
 [model]
-n_layers = {n_layers}
-n_heads = {n_heads}
+n_layers = {layers}
 [train]
 batch_size = {batch}
 steps = {steps}
 warmup = {warmup}
-early_stop_acc = 2.0
-log_every = 50
-eval_examples_per_bin = 64
-eval_batch_size = 64
-eval_bins = 2
+log_every = 100
+{extra}
 [[task]]
 name = "parity"
 train = {{ length = [3, 40] }}
-eval = {{ length = [3, 64] }}
+eval = {{ length = [3, {eval_hi}] }}
+"""
+
+SBR = """
+name = "bench-sbr-{mode}"
+patterns = ["A", "G", "M"]
+sizes = [{size}]
+lrs = [1e-3, 3e-3]
+seeds = [0, 1]
+device = "{device}"
+[model]
+n_layers = {layers}
+[train]
+batch_size = {batch}
+steps = {steps}
+warmup = {warmup}
+log_every = 100
+{extra}
+[[task]]
+name = "state_based_recall"
+params = {{ supervision = "dense" }}
+eval_axes = ["num_swaps", "m"]
 """
 
 
@@ -66,19 +104,11 @@ class GpuSampler:
         if shutil.which("nvidia-smi") is None:
             return
         self.process = subprocess.Popen(
-            [
-                "nvidia-smi",
-                "--query-gpu=utilization.gpu,memory.used",
-                "--format=csv,noheader,nounits",
-                "-lms",
-                "500",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
+            ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+             "-lms", "500"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
         for line in self.process.stdout:
@@ -95,70 +125,127 @@ class GpuSampler:
         self.process.wait(timeout=5)
         if not self.samples:
             return None, None
-        utils = [u for u, _ in self.samples]
-        return sum(utils) / len(utils), max(m for _, m in self.samples)
+        return sum(u for u, _ in self.samples) / len(self.samples), max(m for _, m in self.samples)
 
 
-def measure(pattern: str, slots: int, runs: int, args, gpus: int, workdir: Path) -> dict:
-    text = SWEEP.format(
-        pattern=pattern,
-        slots=slots,
-        size=args.size,
-        seeds=list(range(runs)),
-        device=args.device,
-        n_layers=args.n_layers,
-        n_heads=args.n_heads,
-        batch=args.batch,
-        steps=args.steps,
-        warmup=max(1, args.steps // 10),
-    )
-    path = workdir / f"{pattern}-{slots}.toml"
+def sweep(path: Path, out: Path, make_executor) -> None:
+    """`sweeps.runner.run_sweep` with the executor `make_executor(config, n_runs)` builds."""
+    config, text = load_sweep(path)
+    runs = expand(config)
+    check_runs(runs)
+    jobs = {run.run_id: {"run_id": run.run_id, **run.to_json()} for run in runs}
+    meta = {
+        "name": config.name,
+        "config_toml": text,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit() or "",
+        "hxt_version": hxt_version(),
+        "shared": json.dumps(shared_settings(config), sort_keys=True),
+    }
+    reporter = make_progress("none")
+    drive(out, meta, runs, jobs, config.max_attempts, lambda n: make_executor(config, n), reporter)
+
+
+def measure(name: str, template: str, mode: str, args, gpus: int, workdir: Path) -> dict:
+    steps = args.parity_steps if name == "parity" else args.sbr_steps
+    batch = args.parity_batch if name == "parity" else args.sbr_batch
+    small = args.smoke
+    extra = ["capture = false"] if mode == "today" else []
+    extra += ["eval_examples_per_bin = 16", "eval_bins = 3"] if small else []
+    text = template.format(
+        mode=mode, device=args.device, steps=steps, warmup=max(1, steps // 10), batch=batch,
+        extra="\n".join(extra), eval_hi=20 if small else 80,
+        size=3000 if small else (100_000 if name == "parity" else 400_000),
+        layers=1 if small else (2 if name == "parity" else 4),
+    )  # fmt: skip
+    path = workdir / f"{name}-{mode}.toml"
     path.write_text(text)
-    workers = slots * gpus if gpus else slots
+    out = workdir / f"{name}-{mode}"
+
+    def executor(config, n_runs):
+        gpu_n = 0 if config.device == "cpu" else gpus
+        if mode == "today":
+            return backends.LocalExecutor(min(args.slots * max(gpu_n, 1), n_runs), gpu_n, args.slots)
+        workers = args.pack_slots * max(gpu_n, 1)
+        return PackExecutor(workers, gpu_n, args.pack_slots, cap=args.pack)
+
     sampler = GpuSampler()
     start = time.perf_counter()
-    summary = run_sweep(
-        path, workdir / f"{pattern}-{slots}", workers=workers, slots_per_gpu=slots, show_progress=False
-    )
+    sweep(path, out, executor)
     wall = time.perf_counter() - start
     util, memory = sampler.stop()
-    done = summary.counts.get("done", 0)
-    if done != runs:
-        raise RuntimeError(
-            f"{pattern} with {slots} slots: only {done} of {runs} runs finished: {summary.counts}"
+    with Store.read_only(out) as store:
+        rows = store.runs()
+        evals = {
+            r["run_id"]: store.db.execute(
+                "SELECT knob, value, slice, token_acc, in_range FROM evals WHERE run_id = ? "
+                "ORDER BY knob, value, slice",
+                (r["run_id"],),
+            ).fetchall()
+            for r in rows
+        }
+    return {"grid": name, "mode": mode, "wall": wall, "util": util, "memory": memory, "rows": rows,
+            "evals": evals, "steps": steps}  # fmt: skip
+
+
+def compare(today: dict, new: dict, tolerance: float) -> tuple[list[str], int]:
+    """Per-run lines of the comparison (matched by arch, lr, seed) and the number beyond tolerance."""
+    key = lambda r: (r["arch"], r["lr"], r["seed"])  # noqa: E731
+    old = {key(r): r for r in today["rows"]}
+    lines, off = [], 0
+    for row in sorted(new["rows"], key=key):
+        base = old[key(row)]
+        a = {(k, v, s): acc for k, v, s, acc, _ in today["evals"][base["run_id"]]}
+        b = {(k, v, s): acc for k, v, s, acc, _ in new["evals"][row["run_id"]]}
+        shared = sorted(set(a) & set(b))
+        delta = max((abs(a[x] - b[x]) for x in shared), default=float("nan"))
+        mean_a = sum(a[x] for x in shared) / len(shared) if shared else float("nan")
+        mean_b = sum(b[x] for x in shared) / len(shared) if shared else float("nan")
+        same = base["status"] == row["status"] and (not shared or delta <= tolerance)
+        off += not same
+        lines.append(
+            f"| {new['grid']} | {row['arch']} | {row['lr']:g} | {row['seed']} | {base['status']} / "
+            f"{row['status']} | {base['steps']} / {row['steps']} | {mean_a:.3f} / {mean_b:.3f} | "
+            f"{delta:.3f} | {'same' if same else '**differs**'} |"
         )
-    per_minute = runs / (wall / 60) / max(gpus, 1)
-    return {
-        "pattern": pattern,
-        "slots": slots,
-        "runs": runs,
-        "wall": wall,
-        "rate": per_minute,
-        "util": util,
-        "memory": memory,
-    }
+    return lines, off
+
+
+def estimates() -> list[str]:
+    lines = ["| study config | runs | pack 1 (h) | pack 16 (h) |", "|---|---:|---:|---:|"]
+    for path in sorted(glob.glob(str(Path(__file__).resolve().parent.parent / "sweeps/configs/r*.toml"))):
+        config, _ = load_sweep(path)
+        runs = expand(config)
+        one, packed = estimate_gpu_seconds(runs, 1), estimate_gpu_seconds(runs, 16)
+        lines.append(
+            f"| {Path(path).name} | {len(runs)} | {one.seconds / 3600:.2f} | {packed.seconds / 3600:.2f} |"
+        )
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patterns", default="A,G", help="comma-separated mixer patterns")
-    parser.add_argument("--slots", default=f"1,2,4,{DEFAULT_SLOTS_PER_GPU},8", help="slots per GPU to try")
-    parser.add_argument("--runs", type=int, default=24, help="runs in the grid per setting")
-    parser.add_argument("--baseline-runs", type=int, default=6, help="runs for the single-slot setting")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--size", type=int, default=1_000_000, help="target non-embedding parameters")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--n-layers", type=int, default=4)
-    parser.add_argument("--n-heads", type=int, default=4)
+    parser.add_argument("--grids", default="parity,sbr", help="comma-separated: parity, sbr")
+    parser.add_argument("--modes", default="today,new", help="comma-separated: today, new")
+    parser.add_argument("--parity-steps", type=int, default=3000)
+    parser.add_argument("--sbr-steps", type=int, default=1000)
+    parser.add_argument("--parity-batch", type=int, default=256)
+    parser.add_argument("--sbr-batch", type=int, default=128)
+    parser.add_argument("--slots", type=int, default=10, help="today's workers per GPU")
+    parser.add_argument("--pack", type=int, default=16, help="largest pack (new mode)")
+    parser.add_argument("--pack-slots", type=int, default=3, help="pack workers per GPU (new mode)")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.05, help="largest |token acc difference| per bin"
+    )
+    parser.add_argument("--estimates", action="store_true", help="also estimate every study config")
     parser.add_argument("--smoke", action="store_true", help="a tiny CPU version (checks the script runs)")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args()
     args.device = "auto"
     if args.smoke:
-        args.device, args.patterns, args.slots = "cpu", "A", "1,2"
-        args.runs, args.baseline_runs, args.steps, args.size, args.batch = 4, 2, 10, 2500, 8
-        args.n_layers, args.n_heads = 1, 2
-    gpus = 0 if args.device == "cpu" else gpu_count()
+        args.device, args.slots, args.pack_slots = "cpu", 2, 1
+        args.parity_steps, args.sbr_steps, args.parity_batch, args.sbr_batch = 20, 20, 8, 8
+    gpus = 0 if args.device == "cpu" else backends.gpu_count()
     if gpus == 0 and not args.smoke:
         sys.exit("no GPU visible: run with --smoke for the CPU check")
     device_name = "cpu"
@@ -166,34 +253,49 @@ def main() -> None:
         import torch
 
         device_name = f"{gpus} x {torch.cuda.get_device_name(0)}"
-    slots_list = [int(s) for s in args.slots.split(",")]
-    rows = []
+    grids = {"parity": PARITY, "sbr": SBR}
+    results = {}
     with tempfile.TemporaryDirectory(prefix="hxt-bench-") as tmp:
-        for pattern in args.patterns.split(","):
-            for slots in slots_list:
-                runs = args.baseline_runs if slots == 1 else args.runs
-                row = measure(pattern, slots, runs, args, gpus, Path(tmp))
-                rows.append(row)
-                print(f"{pattern} slots={slots}: {row['runs']} runs in {row['wall']:.1f} s", file=sys.stderr)
-    base = {r["pattern"]: r["rate"] for r in rows if r["slots"] == 1}
+        for name in args.grids.split(","):
+            for mode in args.modes.split(","):
+                results[name, mode] = measure(name, grids[name], mode, args, gpus, Path(tmp))
+                r = results[name, mode]
+                counts = {}
+                for row in r["rows"]:
+                    counts[row["status"]] = counts.get(row["status"], 0) + 1
+                print(f"{name} {mode}: {len(r['rows'])} runs in {r['wall']:.1f} s {counts}", file=sys.stderr)
     fmt = lambda x, spec: "n/a" if x is None else format(x, spec)  # noqa: E731
     lines = [
-        f"## Sweep throughput ({device_name}, {datetime.now(UTC):%Y-%m-%d}, commit {git_commit() or '?'})",
+        f"## Sweep wall time ({device_name}, {datetime.now(UTC):%Y-%m-%d}, commit {git_commit() or '?'})",
         "",
-        f"Grid per setting: parity (L 3-40), target {args.size:,} non-embedding parameters, {args.n_layers} "
-        f"layers, batch {args.batch}, {args.steps} steps, early stop off; {args.runs} runs "
-        f"({args.baseline_runs} for 1 slot). Default --slots-per-gpu is {DEFAULT_SLOTS_PER_GPU}.",
+        f"today: one run a worker, {args.slots} workers a GPU, eager steps; new: captured steps, packs of "
+        f"at most {args.pack}, {args.pack_slots} pack workers a GPU.",
         "",
-        "| pattern | slots/GPU | runs | wall (s) | runs per GPU-minute | vs 1 slot | GPU util (mean %) "
-        "| GPU mem (max MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| grid | mode | runs | steps | wall (s) | vs today | GPU util (mean %) | GPU mem (max MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        speedup = r["rate"] / base[r["pattern"]] if r["pattern"] in base else None
+    for (name, mode), r in results.items():
+        base = results.get((name, "today"))
+        speedup = base["wall"] / r["wall"] if base else None
         lines.append(
-            f"| {r['pattern']} | {r['slots']} | {r['runs']} | {r['wall']:.1f} | {r['rate']:.2f} | "
-            f"{fmt(speedup, '.2f')}x | {fmt(r['util'], '.0f')} | {fmt(r['memory'], '.0f')} |"
+            f"| {name} | {mode} | {len(r['rows'])} | {r['steps']} | {r['wall']:.1f} | "
+            f"{fmt(speedup, '.1f')}x | {fmt(r['util'], '.0f')} | {fmt(r['memory'], '.0f')} |"
         )
+    for name in args.grids.split(","):
+        if (name, "today") in results and (name, "new") in results:
+            per_run, off = compare(results[name, "today"], results[name, "new"], args.tolerance)
+            lines += [
+                "",
+                f"{name}: {off} of {len(per_run)} runs differ beyond {args.tolerance} token accuracy in some "
+                "bin (or in status). Columns: today / new.",
+                "",
+                "| grid | arch | lr | seed | status | steps | mean eval token acc | max bin diff | verdict |",
+                "|---|---|---:|---:|---|---:|---:|---:|---|",
+                *per_run,
+            ]
+    if args.estimates:
+        lines += ["", "GPU-time estimates (`sweeps.pack.estimate_gpu_seconds`, sweeps/throughput.json):", ""]
+        lines += estimates()
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -21,7 +21,11 @@ stay as they were at the step before, and its pack-mates never see a NaN.
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +38,7 @@ from architectures.config import ModelConfig
 from sweeps.config import TrainSpec
 from synthetic_tasks import derive_seed
 
-__all__ = ["Stack", "form_packs"]
+__all__ = ["Stack", "PackExecutor", "form_packs", "sized_model", "train_pack", "estimate_gpu_seconds"]
 
 BETAS, EPS = (0.9, 0.95), 1e-8  # AdamW, as torch.optim.AdamW(betas=(0.9, 0.95), eps=1e-8)
 
@@ -297,29 +301,40 @@ class Stack:
         }
 
 
+@lru_cache(maxsize=4096)
+def _sized(model: ModelConfig, target_params: int) -> ModelConfig:
+    from architectures import size_for
+
+    return size_for(model, target_params)
+
+
+def sized_model(run) -> ModelConfig:
+    """`run.model_config()`, computed once per (template, target) in this process: sizing builds
+    models on the meta device, which is slow next to everything else packing does."""
+    return _sized(run.model, run.target_params)
+
+
 def form_packs(runs: list, cap: int) -> list[list]:
     """Split runs (RunConfigs) into packs of at most `cap` that can train as one process.
 
     Runs pack together when they share the task, the training spec, the device policy, the hxt
     version and the shape of every parameter of their sized models. Within such a class, runs with
     the same model sit next to each other and the class is cut into the fewest packs of at most
-    `cap`, of near-equal sizes. Packs keep the runs' order otherwise; `cap = 1` is one run a pack.
+    `cap`, of near-equal sizes. Classes come in the order of their first run; `cap = 1` gives one
+    run a pack, in the runs' order.
     """
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise ValueError(f"--pack must be a positive integer, got {cap!r}")
     classes: dict[tuple, list] = {}
-    shapes: dict[tuple, tuple] = {}
     for run in runs:
-        sized = run.model_config()
-        if sized not in shapes:
-            shapes[sized] = _param_shapes(sized)
-        key = (run.task, run.train, run.device, run.hxt_version, shapes[sized])
-        classes.setdefault(key, []).append((sized, run))
+        model = sized_model(run)
+        group = (run.task, run.train, run.device, run.hxt_version, _param_shapes(model))
+        classes.setdefault(group, []).append((model, run))
     packs = []
     for members in classes.values():
-        order = {}
-        for sized, _ in members:
-            order.setdefault(sized, len(order))
+        order: dict[ModelConfig, int] = {}
+        for model, _ in members:
+            order.setdefault(model, len(order))
         members = sorted(members, key=lambda pair: order[pair[0]])  # stable: the grid's order within
         n = math.ceil(len(members) / cap)
         bounds = [round(i * len(members) / n) for i in range(n + 1)]
@@ -327,7 +342,225 @@ def form_packs(runs: list, cap: int) -> list[list]:
     return packs
 
 
+@lru_cache(maxsize=4096)
 def _param_shapes(config: ModelConfig) -> tuple:
     with torch.device("meta"):
         model = LanguageModel(config)
     return tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+
+
+def train_pack(job: dict, device: str | None = None, threads: int = 1) -> dict:
+    """A worker's entry for one pack: `job["runs"]` (run JSON dicts, with their run ids) in,
+    ``{"results": [result per run]}`` out (`sweeps.train.run_pack`, imported in the worker)."""
+    from sweeps.train import run_pack
+
+    configs = [{k: v for k, v in run.items() if k != "run_id"} for run in job["runs"]]
+    return {"results": run_pack(configs, device=device, threads=threads)}
+
+
+class PackExecutor:
+    """An executor (submit / wait / close / capacity, as `sweeps.backends`) that trains runs in
+    packs: it holds the runs the driver submits, forms packs of at most `cap` with `form_packs`, and
+    hands each pack to one worker of a `LocalExecutor` pool (`slots_per_gpu` packs share a GPU).
+    Every run's result comes back under its own id; a worker that dies fails every run of its pack.
+
+    Wiring (``hxt sweep run --pack K``, in `sweeps.runner.run_sweep`'s `executor`): for K > 1 and
+    the local backend, return ``PackExecutor(workers, gpus, slots, cap=K)`` instead of the
+    LocalExecutor, with `workers` the number of pack workers (default
+    ``backends.default_workers(config.device, slots)``, slots defaulting to
+    `DEFAULT_SLOTS_PER_GPU` below) and `gpus` as for the LocalExecutor; K = 1 keeps the
+    LocalExecutor (one run a worker, as before). `capacity` is `backlog` packs' worth of runs a
+    worker, so that the driver always submits enough runs for full packs.
+    """
+
+    DEFAULT_SLOTS_PER_GPU = 2
+
+    def __init__(self, workers: int, gpus: int = 0, slots_per_gpu: int = DEFAULT_SLOTS_PER_GPU,
+                 cap: int = 16, backlog: int = 2):  # fmt: skip
+        from sweeps.backends import LocalExecutor
+
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"--pack must be a positive integer, got {cap!r}")
+        self.pool = LocalExecutor(workers, gpus, slots_per_gpu, run_fn=train_pack)
+        self.cap = cap
+        self.capacity = workers * cap * backlog
+        self.queue: dict[str, tuple[dict, object]] = {}  # run id -> (job dict, RunConfig)
+        self.packs: dict[str, list[str]] = {}  # pack id -> its run ids, for packs in a worker
+
+    def describe(self) -> str:
+        return f"{self.pool.describe()}, packs of up to {self.cap} runs"
+
+    def submit(self, run: dict) -> None:
+        from sweeps.grid import RunConfig
+
+        self.queue[run["run_id"]] = (run, RunConfig.from_json(run))
+
+    def _dispatch(self) -> None:
+        while self.queue and len(self.packs) < self.pool.capacity:
+            ids_of = {id(config): rid for rid, (_, config) in self.queue.items()}
+            pack = form_packs([config for _, config in self.queue.values()], self.cap)[0]
+            ids = [ids_of[id(config)] for config in pack]
+            pack_id = "pack:" + ",".join(ids)
+            self.pool.submit({"run_id": pack_id, "runs": [self.queue.pop(rid)[0] for rid in ids]})
+            self.packs[pack_id] = ids
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        self._dispatch()
+        out = []
+        for pack_id, result in self.pool.wait(timeout):
+            ids = self.packs.pop(pack_id)
+            if "results" in result:
+                out += list(zip(ids, result["results"], strict=True))
+            else:  # the worker died, or the pack failed outside run_pack
+                out += [(rid, dict(result)) for rid in ids]
+        self._dispatch()
+        return out
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+# The measured throughput table `estimate_gpu_seconds` reads (benchmarks/bench_models.py --table).
+THROUGHPUT_TABLE = Path(__file__).with_name("throughput.json")
+
+
+@dataclass(frozen=True)
+class GpuEstimate:
+    """GPU time of a sweep on the table's device, its packs trained one after another (an upper
+    bound: early stopping only shortens it)."""
+
+    seconds: float
+    train_seconds: float
+    eval_seconds: float
+    overhead_seconds: float  # worker start-up, graph capture
+    packs: int
+    device: str
+
+    def __str__(self) -> str:
+        return (
+            f"about {self.seconds / 3600:.2f} GPU-hours on {self.device} ({self.packs} packs: training "
+            f"{self.train_seconds / 3600:.2f} h, evaluation {self.eval_seconds / 3600:.2f} h, start-up and "
+            f"capture {self.overhead_seconds / 3600:.2f} h; early stopping only shortens it)"
+        )
+
+
+def load_throughput(path: Path = THROUGHPUT_TABLE) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _fit(rows: list[dict]) -> np.ndarray:
+    """Non-negative coefficients of the step-time model for one mixer letter: seconds per step =
+    c0 * layers + c1 * tokens * layers * d_model + c2 * tokens * params (launch latency, memory-
+    bound elementwise work, matmuls)."""
+    from scipy.optimize import nnls
+
+    features = np.array([_features(r["n_layers"], r["d_model"], r["n_params"], r["tokens"]) for r in rows])
+    seconds = np.array([r["step_seconds"] for r in rows])
+    # Relative error counts, not absolute: scale each row by its own time.
+    coef, _ = nnls(features / seconds[:, None], np.ones(len(rows)))
+    return coef
+
+
+def _features(layers: int, d_model: int, params: int, tokens: float) -> np.ndarray:
+    return np.array([layers, tokens * layers * d_model, tokens * params], dtype=np.float64)
+
+
+def _step_seconds(fits: dict, model: ModelConfig, params: int, tokens: float) -> float:
+    """Captured step time of a stack: its layers' letters weighted by their share of the depth."""
+    letters = model.layer_pattern
+    total = 0.0
+    for letter in set(letters):
+        if letter not in fits:
+            raise ValueError(f"the throughput table has no rows for mixer {letter!r}; known: {sorted(fits)}")
+        share = letters.count(letter) / len(letters)
+        total += share * float(_features(model.n_layers, model.d_model, params, tokens) @ fits[letter])
+    return total
+
+
+def _lengths(run) -> tuple[float, int, list[int]]:
+    """The mean padded training length over the run's steps (its curriculum included), the number
+    of training length buckets, and the padded length of every evaluation bin's batches."""
+    from sweeps.grid import eval_bins
+    from sweeps.train import bucket_length, curriculum_ranges
+    from synthetic_tasks import make_task
+
+    task = make_task(run.task.name, **run.task.params_dict)
+    train = run.train
+    points = sorted({int(s) for s in np.linspace(0, train.steps - 1, 33)})
+    lengths = []
+    for step in points:
+        ranges, _ = curriculum_ranges(step, run)
+        batch = task.sample(derive_seed(step, "estimate"), train.batch_size, **ranges)
+        lengths.append(bucket_length(batch.inputs.shape[1]))
+    train_range, eval_range = dict(run.task.train_range), dict(run.task.eval_range)
+    evals = []
+    for knob in run.task.eval_axes:
+        for value in eval_bins(train_range[knob], eval_range[knob], train.eval_bins):
+            size = min(train.eval_batch_size, train.eval_examples_per_bin)
+            batch = task.sample(derive_seed(value, "estimate"), size, **{**train_range, knob: value})
+            evals.append(bucket_length(batch.inputs.shape[1]))
+    return float(np.mean(lengths)), len(set(lengths)), evals
+
+
+def estimate_gpu_seconds(runs: list, pack: int, table: dict | None = None) -> GpuEstimate:
+    """The GPU time of `runs` (RunConfigs) trained in packs of at most `pack`, from the measured
+    throughput table (THROUGHPUT_TABLE, or `table`).
+
+    Each stack of a pack steps at the captured step time that the table's fit gives for its
+    mixers, width, depth, parameters and tokens a step (rows x batch x the mean padded length over
+    the curriculum); evaluation is an eager forward (a third of an eager step) per evaluation batch;
+    each pack pays a worker start-up, and an eager warm-up and a capture per training length bucket.
+    Raises ValueError where the table has no rows for a mixer of the sweep.
+
+    Wiring (``hxt sweep plan``): print ``estimate_gpu_seconds(runs, pack)`` after `check_runs`, with
+    `pack` the ``--pack`` the sweep would run with (1: one run a process, eager rates apply when
+    the sweep sets ``train.capture = false``).
+    """
+    from architectures import count_params
+
+    table = table or load_throughput()
+    fits = {
+        mode: {
+            letter: _fit([r for r in table["rows"] if r["pattern"] == letter and r["mode"] == mode])
+            for letter in {
+                r["pattern"] for r in table["rows"] if len(r["pattern"]) == 1 and r["mode"] == mode
+            }
+        }
+        for mode in ("graph", "eager")
+    }
+    lengths: dict[tuple, tuple[float, int, list[int]]] = {}
+    params: dict[ModelConfig, int] = {}
+    train_s = eval_s = overhead_s = 0.0
+    packs = form_packs(runs, pack)
+    for members in packs:
+        first = members[0]
+        train = first.train
+        if (first.task, train) not in lengths:
+            lengths[first.task, train] = _lengths(first)
+        mean_len, n_buckets, eval_lens = lengths[first.task, train]
+        overhead_s += table["startup_seconds"]
+        stacks: dict[ModelConfig, int] = {}
+        for run in members:
+            model = sized_model(run)
+            stacks[model] = stacks.get(model, 0) + 1
+            if model not in params:
+                params[model] = count_params(model)
+        for model, k in stacks.items():
+            tokens = k * train.batch_size * mean_len
+            mode = "graph" if train.capture else "eager"
+            train_s += _step_seconds(fits[mode], model, params[model], tokens) * train.steps
+            eager = _step_seconds(fits["eager"], model, params[model], tokens)
+            overhead_s += 2 * n_buckets * eager if train.capture else 0.0
+            size = min(train.eval_batch_size, train.eval_examples_per_bin)
+            per_bin = -(-train.eval_examples_per_bin // train.eval_batch_size)
+            for length in eval_lens:
+                eval_s += per_bin * _step_seconds(fits["eager"], model, params[model], k * size * length) / 3
+    return GpuEstimate(
+        seconds=train_s + eval_s + overhead_s,
+        train_seconds=train_s,
+        eval_seconds=eval_s,
+        overhead_seconds=overhead_s,
+        packs=len(packs),
+        device=table["device"],
+    )

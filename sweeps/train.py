@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from sweeps.grid import RunConfig, eval_bins
-from sweeps.pack import Stack
+from sweeps.pack import Stack, sized_model
 from synthetic_tasks import Batch, derive_seed, make_task
 
 __all__ = ["run", "run_pack", "resolve_device", "lr_at", "curriculum_ranges", "bucket_length", "pad_batches"]
@@ -221,7 +221,7 @@ def _train_pack(configs: list[RunConfig], device: str, results: list[dict]) -> N
     pool = torch.cuda.graph_pool_handle() if capture else None
     members: dict = {}
     for i, config in enumerate(configs):
-        members.setdefault(config.model_config(), []).append(i)
+        members.setdefault(sized_model(config), []).append(i)
     groups = [
         _Group(model_cfg, idx, configs, results, ramp, device, capture, pool)
         for model_cfg, idx in members.items()

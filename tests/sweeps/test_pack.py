@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from architectures import LanguageModel
 from sweeps.config import parse_sweep
 from sweeps.grid import expand
-from sweeps.pack import Stack, form_packs
+from sweeps.pack import Stack, _features, _fit, estimate_gpu_seconds, form_packs
 from sweeps.train import bucket_length, pad_batches, run, run_pack
 from synthetic_tasks import derive_seed, make_task
 
@@ -182,3 +182,61 @@ def test_run_pack_refuses_runs_of_different_tasks_or_training():
     assert [r["status"] for r in results] == ["failed", "failed"]
     assert "share the task" in results[0]["error"]
     assert math.isfinite(results[0]["wall_seconds"])
+
+
+def test_the_step_time_fit_recovers_known_coefficients():
+    truth = np.array([2e-4, 3e-10, 4e-13])  # latency a layer, elementwise, matmul
+    rows = []
+    for layers, d, params in [(2, 64, 100_000), (4, 128, 800_000), (4, 256, 3_000_000)]:
+        for tokens in (1e4, 1e5, 1e6):
+            seconds = float(_features(layers, d, params, tokens) @ truth)
+            rows.append({"n_layers": layers, "d_model": d, "n_params": params, "tokens": tokens,
+                         "step_seconds": seconds})  # fmt: skip
+    assert np.allclose(_fit(rows), truth, rtol=1e-6)
+
+
+def _table(latency: float, per_token_param: float) -> dict:
+    coef = np.array([latency, 0.0, per_token_param])
+    rows = [
+        {"pattern": p, "mode": mode, "n_layers": layers, "d_model": d, "n_params": params, "tokens": tokens,
+         "step_seconds": float(_features(layers, d, params, tokens) @ (coef * [scale, 1, 1]))}
+        for p in "AGM"
+        for mode, scale in (("graph", 1.0), ("eager", 5.0))
+        for layers, d, params in [(1, 16, 3000), (2, 64, 100_000)]
+        for tokens in (1e3, 1e5)
+    ]  # fmt: skip
+    return {"device": "a test card", "startup_seconds": 10.0, "rows": rows}
+
+
+def test_the_gpu_estimate_follows_the_table_and_packing_lowers_it():
+    runs = _runs("G", noneg=True, steps=100)  # 8 runs of one shape
+    table = _table(latency=1e-3, per_token_param=1e-12)
+    alone, packed = estimate_gpu_seconds(runs, 1, table), estimate_gpu_seconds(runs, 8, table)
+    assert (alone.packs, packed.packs) == (8, 1)
+    assert packed.seconds < alone.seconds and packed.overhead_seconds < alone.overhead_seconds
+    # latency-bound here: one pack of two stacks pays two latencies a step, eight packs pay eight
+    assert alone.train_seconds / packed.train_seconds == pytest.approx(4, rel=0.05)
+    assert alone.device == "a test card" and "GPU-hours" in str(alone)
+    slower = estimate_gpu_seconds(runs, 8, _table(latency=2e-3, per_token_param=1e-12))
+    assert slower.train_seconds == pytest.approx(2 * packed.train_seconds, rel=0.05)
+    with pytest.raises(ValueError, match="no rows for mixer 'G'"):
+        estimate_gpu_seconds(runs, 8, {**table, "rows": [r for r in table["rows"] if r["pattern"] != "G"]})
+
+
+@pytest.mark.slow
+def test_the_pack_executor_returns_every_run_through_the_driver(tmp_path):
+    from sweeps.pack import PackExecutor
+    from sweeps.progress import make_progress
+    from sweeps.runner import drive
+    from sweeps.store import Store
+
+    runs = _runs("A", steps=20)
+    jobs = {r.run_id: {"run_id": r.run_id, **r.to_json()} for r in runs}
+    meta = {"name": "pack", "config_toml": "", "created_at": "now", "git_commit": "", "hxt_version": "0",
+            "shared": "{}"}  # fmt: skip
+    summary = drive(tmp_path, meta, runs, jobs, 1, lambda n: PackExecutor(1, cap=3), make_progress("none"))
+    assert summary.counts == {"done": len(runs)}
+    with Store.read_only(tmp_path) as store:
+        stored = {row["run_id"]: row for row in store.runs()}
+    for config, result in zip(runs, run_pack(runs), strict=True):
+        assert stored[config.run_id]["final_loss"] == pytest.approx(result["final_loss"], abs=1e-5)
