@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ name = "pack"
 sizes = [{size}]
 lrs = {lrs}
 seeds = {seeds}
-device = "cpu"
+device = "{device}"
 patterns = ["{pattern}"]
 {variant}
 [model]
@@ -28,7 +29,7 @@ batch_size = 16
 steps = {steps}
 warmup = 10
 log_every = 10
-early_stop_acc = 0.6
+early_stop_acc = {stop}
 early_stop_window = 5
 eval_examples_per_bin = 24
 eval_batch_size = 16
@@ -48,11 +49,13 @@ neg_eigval = false
 """
 
 
-def _runs(pattern="G", lrs=(1e-3, 3e-3), seeds=(0, 1), steps=45, size=3000, noneg=False):
+def _runs(pattern="G", lrs=(1e-3, 3e-3), seeds=(0, 1), steps=45, size=3000, noneg=False, device="cpu",
+          stop=0.6):  # fmt: skip
     variant = VARIANT.format(pattern=pattern) if noneg else ""
     text = SWEEP.format(
-        pattern=pattern, variant=variant, lrs=list(lrs), seeds=list(seeds), steps=steps, size=size
-    )
+        pattern=pattern, variant=variant, lrs=list(lrs), seeds=list(seeds), steps=steps, size=size,
+        device=device, stop=stop,
+    )  # fmt: skip
     return expand(parse_sweep(text))
 
 
@@ -240,3 +243,39 @@ def test_the_pack_executor_returns_every_run_through_the_driver(tmp_path):
         stored = {row["run_id"]: row for row in store.runs()}
     for config, result in zip(runs, run_pack(runs), strict=True):
         assert stored[config.run_id]["final_loss"] == pytest.approx(result["final_loss"], abs=1e-5)
+
+
+# On the GPU: bf16 autocast and the Triton kernels, so results agree to bf16 noise, not bit for bit.
+BF16 = 3e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pattern", ["A", "G", "M"])
+def test_captured_steps_train_as_eager_steps_do(pattern):
+    (config,) = _runs(pattern, seeds=(0,), lrs=(3e-3,), steps=80, size=20_000, device="cuda", stop=2.0)
+    graph = run(config)
+    eager = run(replace(config, train=replace(config.train, capture=False)))
+    assert graph["step_mode"] == "graph", graph.get("capture_error") or graph["error"]
+    assert eager["step_mode"] == "eager"
+    _same_result(eager, graph, tol=BF16)
+
+
+@pytest.mark.gpu
+def test_packed_runs_on_the_gpu_give_their_solo_results():
+    runs = _runs("G", steps=80, size=20_000, noneg=True, device="cuda", stop=2.0)
+    packed = run_pack(runs)
+    assert {r["step_mode"] for r in packed} == {"graph"}, packed[0].get("capture_error") or packed[0]["error"]
+    for config, result in zip(runs, packed, strict=True):
+        _same_result(run(config), result, tol=BF16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pattern", ["A", "M"])
+def test_a_diverging_run_in_a_gpu_pack_leaves_its_pack_mates_as_they_are_alone(pattern):
+    runs = _runs(pattern, lrs=(1e-3, 1e30), seeds=(0, 1), steps=60, size=20_000, device="cuda", stop=2.0)
+    packed = run_pack(runs)
+    for config, result in zip(runs, packed, strict=True):
+        if config.lr > 1:
+            assert result["status"] == "diverged" and result["metrics"][-1]["step"] == result["steps"] < 60
+        else:
+            _same_result(run(config), result, tol=BF16)
