@@ -19,6 +19,12 @@ Supervision (structural): ``"final"`` asks one query after the last swap; ``"den
 same variable after the initialisation line and after every swap line (n + 1 answers, the last
 being the final query). It learns in far fewer steps.
 
+Bits (structural): ``"random"`` draws fair coins, so the array's count of ones predicts the
+queried bit (the majority bit is right with probability about 1/2 + 0.4/sqrt(m)), a shortcut any
+mixer finds; ``"balanced"`` arranges exactly m // 2 ones (one more half the time when m is odd)
+uniformly, which takes that shortcut away. The shortcut is also the first step towards reading
+the right bit: see docs/recall-protocol.md before training with ``"balanced"``.
+
 Meta per example: ``m``, ``num_swaps``, ``num_vars``, ``query`` (index of the queried variable,
 ``a`` = 0) and ``moved`` (whether the queried variable's final address differs from its initial
 one; on unmoved examples reading the initial address is a shortcut, so report them apart). In
@@ -38,12 +44,19 @@ from synthetic_tasks.code_common import flat_buffers, pack_rows, put_decimal, su
 __all__ = ["StateBasedRecall", "StateBasedRecallText"]
 
 _SUPERVISIONS = ("final", "dense")
+_BITS = ("random", "balanced")
 _VAR_NAMES = "abcdefghijklmnopqrstuvwxyz"
 
 
 def _check_supervision(value) -> str:
     if value not in _SUPERVISIONS:
         raise ValueError(f"parameter 'supervision' must be one of {list(_SUPERVISIONS)}, got {value!r}")
+    return value
+
+
+def _check_bits(value) -> str:
+    if value not in _BITS:
+        raise ValueError(f"parameter 'bits' must be one of {list(_BITS)}, got {value!r}")
     return value
 
 
@@ -68,6 +81,29 @@ def _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi):
     k = randint(state, k_lo, k_hi)
     q = randint(state, q_lo, min(q_hi, k - 1))
     return m, n, k, q
+
+
+@numba.njit(cache=True, inline="always")
+def _draw_bits(state, out, m, balanced):
+    """m bits into out[:m]: fair coins, or (balanced) a uniform arrangement of m // 2 ones, one
+    more with probability 1/2 when m is odd."""
+    if not balanced:
+        word = np.uint64(0)
+        for j in range(m):
+            if j & 63 == 0:
+                word = next_u64(state)
+            out[j] = np.int64((word >> np.uint64(j & 63)) & np.uint64(1))
+        return
+    ones = m // 2
+    if m & 1:
+        ones += randint(state, 0, 1)
+    out[:m] = 0
+    # Floyd's sampling of the positions of the ones.
+    for j in range(m - ones, m):
+        r = randint(state, 0, j)
+        if out[r] == 1:
+            r = j
+        out[r] = 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -96,7 +132,7 @@ def _draw_swap(state, k):
 
 @numba.njit(cache=True)
 def _recall_tokens_batch(
-    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, num_addresses, tok
+    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, balanced, num_addresses, tok
 ):
     """tok = (bit0, bits, sep, query, var0, addr0, pad); see StateBasedRecall for the layout."""
     bit0, bits_tok, sep, query, var0, addr0, pad = tok
@@ -107,6 +143,7 @@ def _recall_tokens_batch(
     meta = np.empty((5, batch), dtype=np.int64)
     taken = np.zeros(num_addresses, dtype=np.bool_)
     labels = np.empty(m_hi, dtype=np.int64)
+    bits = np.empty(m_hi, dtype=np.int64)
     bit_at = np.zeros(num_addresses, dtype=np.int64)
     slot = np.empty(26, dtype=np.int64)
     addr = np.empty(26, dtype=np.int64)
@@ -130,14 +167,11 @@ def _recall_tokens_batch(
         row = flat[offset : offset + width]
         row[0] = bits_tok
         t = 1
-        word = np.uint64(0)
+        _draw_bits(state, bits, m, balanced)
         for j in range(m):
-            if j & 63 == 0:
-                word = next_u64(state)
-            bit = np.int64((word >> np.uint64(j & 63)) & np.uint64(1))
-            bit_at[used[j]] = bit
+            bit_at[used[j]] = bits[j]
             row[t] = addr0 + used[j]
-            row[t + 1] = bit0 + bit
+            row[t + 1] = bit0 + bits[j]
             t += 2
         row[t] = sep
         t += 1
@@ -227,8 +261,9 @@ class StateBasedRecall(Task):
 
     BIT0, BITS, SEP, QUERY, VAR0, ADDR0 = 0, 2, 3, 4, 5, 31
 
-    def __init__(self, supervision: str = "final", num_addresses: int = 4096):
+    def __init__(self, supervision: str = "final", num_addresses: int = 4096, bits: str = "random"):
         self.supervision = _check_supervision(supervision)
+        self.bits = _check_bits(bits)
         if (
             isinstance(num_addresses, bool)
             or not isinstance(num_addresses, (int, np.integer))
@@ -253,13 +288,19 @@ class StateBasedRecall(Task):
         }
 
     def params(self) -> dict:
-        return {"supervision": self.supervision, "num_addresses": self.num_addresses}
+        return {"supervision": self.supervision, "num_addresses": self.num_addresses, "bits": self.bits}
 
     def _sample(self, seed, batch, ranges):
         _check_cross_knobs(ranges)
         tok = (self.BIT0, self.BITS, self.SEP, self.QUERY, self.VAR0, self.ADDR0, self.pad_id)
         inputs, targets, mask, seq_lens, meta = _recall_tokens_batch(
-            seed, batch, *_knob_args(ranges), self.supervision == "dense", self.num_addresses, tok
+            seed,
+            batch,
+            *_knob_args(ranges),
+            self.supervision == "dense",
+            self.bits == "balanced",
+            self.num_addresses,
+            tok,
         )
         return pack_batch(inputs, targets, mask, seq_lens, _meta_dict(meta))
 
@@ -330,7 +371,7 @@ def _put_assignment_equals(row, t):
 
 
 @numba.njit(cache=True)
-def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, pad):
+def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, balanced, pad):
     digits = 1
     while 10**digits <= m_hi - 1:
         digits += 1
@@ -348,11 +389,8 @@ def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_
         m, n, k, q = _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi)
         row = flat[offset : offset + width]
         t = _put(row, 0, _BITS_OPEN)
-        word = np.uint64(0)
+        _draw_bits(state, bits, m, balanced)
         for j in range(m):
-            if j & 63 == 0:
-                word = next_u64(state)
-            bits[j] = np.int64((word >> np.uint64(j & 63)) & np.uint64(1))
             if j > 0:
                 t = _put_sep(row, t)
             row[t] = _DIGIT0 + bits[j]
@@ -430,20 +468,26 @@ class StateBasedRecallText(Task):
     chance_accuracy = 0.5
     CHARS = _CHARS
 
-    def __init__(self, supervision: str = "final"):
+    def __init__(self, supervision: str = "final", bits: str = "random"):
         self.supervision = _check_supervision(supervision)
+        self.bits = _check_bits(bits)
         self.pad_id = len(_CHARS)
         self.vocab_size = self.pad_id + 1
         self.train_range = {"m": (8, 32), "num_swaps": (1, 16), "num_vars": (5, 5), "query": (0, 25)}
         self.eval_range = {"m": (8, 256), "num_swaps": (1, 64), "num_vars": (5, 5), "query": (0, 25)}
 
     def params(self) -> dict:
-        return {"supervision": self.supervision}
+        return {"supervision": self.supervision, "bits": self.bits}
 
     def _sample(self, seed, batch, ranges):
         _check_cross_knobs(ranges)
         inputs, targets, mask, seq_lens, meta = _recall_text_batch(
-            seed, batch, *_knob_args(ranges), self.supervision == "dense", self.pad_id
+            seed,
+            batch,
+            *_knob_args(ranges),
+            self.supervision == "dense",
+            self.bits == "balanced",
+            self.pad_id,
         )
         return pack_batch(inputs, targets, mask, seq_lens, _meta_dict(meta))
 

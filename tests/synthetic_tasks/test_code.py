@@ -14,6 +14,7 @@ from synthetic_tasks.oracles import ORACLES
 
 seeds = st.integers(0, 2**63 - 1)
 supervisions = st.sampled_from(["final", "dense"])
+bit_draws = st.sampled_from(["random", "balanced"])
 VARS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -46,14 +47,27 @@ def _recall_token_program(task, tokens):
     return bits, addresses, events
 
 
-@given(seed=seeds, supervision=supervisions, m=st.integers(5, 80), n=st.integers(0, 20), k=st.integers(2, 5))
-def test_state_based_recall_stepwise_simulation_and_meta(seed, supervision, m, n, k):
-    task = make_task("state_based_recall", supervision=supervision)
+def _ones_allowed(bits: str, m: int) -> range:
+    """How many ones an m-bit array may hold under the `bits` parameter."""
+    return range(m // 2, (m + 1) // 2 + 1) if bits == "balanced" else range(m + 1)
+
+
+@given(
+    seed=seeds,
+    supervision=supervisions,
+    bits_param=bit_draws,
+    m=st.integers(5, 80),
+    n=st.integers(0, 20),
+    k=st.integers(2, 5),
+)
+def test_state_based_recall_stepwise_simulation_and_meta(seed, supervision, bits_param, m, n, k):
+    task = make_task("state_based_recall", supervision=supervision, bits=bits_param)
     batch = task.sample(seed, 4, m=m, num_swaps=n, num_vars=k)
     for i in range(4):
         tokens = _tokens(task, batch, i)
         bits, addresses, events = _recall_token_program(task, tokens)
         assert len(bits) == m == batch.meta["m"][i]
+        assert set(bits.values()) <= {0, 1} and sum(bits.values()) in _ones_allowed(bits_param, m)
         assert sorted(bits) == list(bits) and all(0 <= a < task.num_addresses for a in bits)
         assert len(set(addresses.values())) == k == batch.meta["num_vars"][i]
         assert set(addresses.values()) <= set(bits)
@@ -80,9 +94,16 @@ def _text_program(task, batch, index) -> str:
     return "".join(task.CHARS[t] for t in _tokens(task, batch, index))
 
 
-@given(seed=seeds, supervision=supervisions, m=st.integers(6, 40), n=st.integers(0, 12), k=st.integers(2, 6))
-def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, supervision, m, n, k):
-    task = make_task("state_based_recall_text", supervision=supervision)
+@given(
+    seed=seeds,
+    supervision=supervisions,
+    bits_param=bit_draws,
+    m=st.integers(6, 40),
+    n=st.integers(0, 12),
+    k=st.integers(2, 6),
+)
+def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, supervision, bits_param, m, n, k):
+    task = make_task("state_based_recall_text", supervision=supervision, bits=bits_param)
     batch = task.sample(seed, 3, m=m, num_swaps=n, num_vars=k)
     for i in range(3):
         text = _text_program(task, batch, i)
@@ -94,6 +115,7 @@ def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, superv
         namespace = {"__builtins__": {}}
         exec("".join(filled), namespace)  # every assert holds with the supervised answers
         assert len(namespace["bits"]) == m
+        assert sum(namespace["bits"]) in _ones_allowed(bits_param, m)
         for t, answer in supervised.items():
             flipped = list(filled)
             flipped[t + 1] = "1" if task.CHARS[answer] == "0" else "0"
@@ -109,10 +131,11 @@ def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, superv
         assert bool(batch.meta["moved"][i]) == (namespace[q] != initial[q])
 
 
+@pytest.mark.parametrize("bits", ["random", "balanced"])
 @pytest.mark.parametrize("name", ["state_based_recall", "state_based_recall_text"])
 @given(seed=seeds)
-def test_recall_oracle_agrees(name, seed):
-    task = make_task(name, supervision="dense")
+def test_recall_oracle_agrees(name, bits, seed):
+    task = make_task(name, supervision="dense", bits=bits)
     batch = task.sample(seed, 8, m=(5, 30), num_swaps=(0, 10), num_vars=(2, 5))
     for i in range(8):
         assert ORACLES[name](task, _tokens(task, batch, i)) == _supervised(batch, i)
@@ -143,9 +166,36 @@ def test_recall_rejects_impossible_knobs(name, knobs, named):
         make_task(name).sample(0, 2, **knobs)
 
 
+@pytest.mark.parametrize("name", ["state_based_recall", "state_based_recall_text"])
+@pytest.mark.parametrize("m", [6, 7])
+def test_balanced_bits_are_a_uniform_arrangement(name, m):
+    """Every position is 1 half the time and, for odd m, either majority half the time: the count
+    of ones says nothing about the queried bit (random bits give the count away, see
+    docs/recall-protocol.md)."""
+    task = make_task(name, bits="balanced")
+    batch = task.sample(3, 4000, m=m, num_swaps=0, num_vars=2)
+    if name == "state_based_recall":
+        zero = task.BIT0
+        rows = batch.inputs[:, 2 : 2 + 2 * m : 2] - zero  # the bit after each address
+    else:
+        zero = task.CHARS.index("0")
+        rows = batch.inputs[:, 8 : 8 + 3 * m : 3] - zero  # "bits = [b, b, ...]"
+    assert set(np.unique(rows)) == {0, 1}
+    ones = rows.sum(1)
+    assert set(np.unique(ones)) == set(range(m // 2, (m + 1) // 2 + 1))
+    assert np.all(np.abs(rows.mean(0) - 0.5) < 0.04)
+    if m % 2:
+        assert abs((ones == m // 2).mean() - 0.5) < 0.04
+    assert abs((batch.targets[batch.loss_mask] - zero).mean() - 0.5) < 0.04
+
+
 def test_recall_rejects_bad_structure():
     with pytest.raises(ValueError, match="supervision"):
         make_task("state_based_recall", supervision="sparse")
+    with pytest.raises(ValueError, match="'bits'"):
+        make_task("state_based_recall", bits="biased")
+    with pytest.raises(ValueError, match="'bits'"):
+        make_task("state_based_recall_text", bits=1)
     with pytest.raises(ValueError, match="num_addresses"):
         make_task("state_based_recall", num_addresses=8)
 
