@@ -144,7 +144,10 @@ def _print_result(run_id: str, result: dict) -> None:
         )
 
 
-def plan(file: Path = typer.Argument(..., help="A sweep file (TOML).")) -> None:
+def plan(
+    file: Path = typer.Argument(..., help="A sweep file (TOML)."),
+    pack: int = typer.Option(16, help="Pack size the GPU estimate assumes (as hxt sweep run --pack)."),
+) -> None:
     """Validate a sweep file as every worker will, and print its grid (run count, model widths,
     estimated compute)."""
     from sweeps.config import load_sweep
@@ -197,6 +200,12 @@ def plan(file: Path = typer.Argument(..., help="A sweep file (TOML).")) -> None:
             f"{flops / 1e15:.3g}",
         )
     console.print(tasks)
+    from sweeps.pack import estimate_gpu_seconds
+
+    try:
+        console.print(f"GPU time with --pack {pack}: {estimate_gpu_seconds(runs, pack)}", highlight=False)
+    except ValueError as error:
+        console.print(f"GPU time: no estimate ({error})", highlight=False)
     model = ", ".join(f"{k}={v}" for k, v in config.model) or "ModelConfig defaults"
     console.print(
         f"training compute at most {total / 1e15:.3g} PFLOP (6·N·tokens, non-embedding N); "
@@ -209,7 +218,10 @@ def run(
     file: Path = typer.Argument(..., help="A sweep file (TOML)."),
     backend: str = typer.Option("local", help="local | ray."),
     workers: int = typer.Option(None, help="Runs at once (default: GPUs x slots, else CPU cores)."),
-    slots_per_gpu: int = typer.Option(None, help="Runs sharing one GPU (default 6)."),
+    slots_per_gpu: int = typer.Option(None, help="Workers sharing one GPU (default 6; 2 when packing)."),
+    pack: int = typer.Option(
+        None, help="Runs trained together as one stacked model (default 16 on GPUs, 1 on CPU)."
+    ),
     out: Path = typer.Option(None, help="Sweep directory holding the store (default: runs/<name>)."),
     address: str = typer.Option(None, help="Ray cluster to join, e.g. 'auto' (ray backend only)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress: print only the final summary."),
@@ -238,6 +250,7 @@ def run(
         backend=backend,
         workers=workers,
         slots_per_gpu=slots_per_gpu,
+        pack=pack,
         address=address,
         progress="none" if quiet else "auto",
         summary_every=summary_every,

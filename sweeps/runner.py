@@ -65,6 +65,9 @@ def shared_settings(config: SweepConfig) -> dict:
     return config.shared_settings()
 
 
+DEFAULT_PACK = 16  # runs a GPU worker trains together as one stacked model (hxt sweep run --pack)
+
+
 @dataclass(frozen=True)
 class SweepSummary:
     total: int  # runs of this sweep file
@@ -81,6 +84,7 @@ def run_sweep(
     backend: str = "local",
     workers: int | None = None,
     slots_per_gpu: int | None = None,
+    pack: int | None = None,
     address: str | None = None,
     run_fn: Callable | None = None,
     show_progress: bool = True,
@@ -103,6 +107,10 @@ def run_sweep(
         raise ValueError(f"--slots-per-gpu must be >= 1, got {slots_per_gpu}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+        raise ValueError(f"--pack must be a positive integer, got {pack!r}")
+    if pack is not None and pack > 1 and backend != "local":
+        raise ValueError("--pack > 1 applies to --backend local only; allowed with ray: --pack 1")
     slots = backends.DEFAULT_SLOTS_PER_GPU if slots_per_gpu is None else slots_per_gpu
     reporter = make_progress(progress if show_progress else "none", summary_every)
     config, text = load_sweep(path)
@@ -125,6 +133,15 @@ def run_sweep(
         if backend == "ray":
             return backends.RayExecutor(workers, config.device, slots, address, **extra)
         gpus = 0 if config.device == "cpu" else backends.gpu_count()
+        # Packing pays on a GPU (one stacked model instead of many small ones); a CPU core trains
+        # one run fastest alone.
+        cap = pack if pack is not None else (DEFAULT_PACK if gpus and run_fn is None else 1)
+        if cap > 1:
+            from sweeps.pack import PackExecutor
+
+            per_gpu = PackExecutor.DEFAULT_SLOTS_PER_GPU if slots_per_gpu is None else slots_per_gpu
+            n = workers or backends.default_workers(config.device, per_gpu)
+            return PackExecutor(n, gpus, per_gpu, cap=cap)
         n = workers or backends.default_workers(config.device, slots)
         return backends.LocalExecutor(min(n, n_runs), gpus, slots, **extra)
 
