@@ -181,8 +181,9 @@ TABLE_SHAPES = [
 SMOKE_TABLE_SHAPES = [TableShape("smoke", 3000, 1, 4, 16, (1, 2))]
 
 
-def time_stack(shape, pattern, k, mode, device, steps):
-    """Seconds per training step of a Stack of k runs on one fixed padded batch."""
+def time_stack(shape, pattern, k, mode, device, steps, profile=False):
+    """Seconds per training step of a Stack of k runs on one fixed padded batch; with `profile`,
+    also prints the device time of one eager step by kernel (torch.profiler)."""
     import numpy as np
 
     from architectures import size_for
@@ -192,9 +193,9 @@ def time_stack(shape, pattern, k, mode, device, steps):
     template = ModelConfig(vocab_size=VOCAB, pattern=pattern, n_layers=shape.n_layers, n_heads=4,
                            allow_neg_eigval=True)  # fmt: skip
     config = size_for(template, shape.target)
-    train = TrainSpec(batch_size=shape.batch, steps=steps + 2, warmup=1, early_stop_acc=2.0)
+    train = TrainSpec(batch_size=shape.batch, steps=steps + 3, warmup=1, early_stop_acc=2.0)
     pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
-    stack = Stack(config, list(range(k)), np.full((steps + 2, k), 1e-3), train, 0, str(device),
+    stack = Stack(config, list(range(k)), np.full((steps + 3, k), 1e-3), train, 0, str(device),
                   capture=mode == "graph", pool=pool)  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     batch = torch.randint(0, VOCAB, (3, k, shape.batch, shape.seq_len), generator=gen, dtype=torch.int32)
@@ -210,6 +211,15 @@ def time_stack(shape, pattern, k, mode, device, steps):
         stack.step(batch)
     sync(device)
     seconds = (time.perf_counter() - start) / steps
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        stack.mode, stack.graphs = "eager", {}
+        with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            stack.step(batch)
+            sync(device)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25), flush=True)
     from architectures import count_params
 
     return {"pattern": pattern, "d_model": config.d_model, "n_layers": config.n_layers,
@@ -230,6 +240,11 @@ def throughput_table(args, device, started):
         for pattern in ("A", "G", "M"):
             plan += [(shape, pattern, k, "graph") for k in shape.packs]
             plan += [(shape, pattern, k, "eager") for k in (shape.packs[0], shape.packs[-1])]
+    if args.profile:
+        name, pattern, k = args.profile.split(",")
+        (shape,) = [s for s in (SMOKE_TABLE_SHAPES if args.smoke else TABLE_SHAPES) if s.name == name]
+        time_stack(shape, pattern, int(k), "graph" if device.type == "cuda" else "eager", device, 5, True)
+        return
     rows, startup = [], None
     for shape, pattern, k, mode in plan:
         if time.perf_counter() - started > args.budget:
@@ -328,6 +343,7 @@ def main():
     parser.add_argument("--table-out", default=os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "sweeps", "throughput.json"), help="where --table writes")  # fmt: skip
     parser.add_argument("--table-shapes", help="comma-separated TABLE_SHAPES names (default: all)")
+    parser.add_argument("--profile", help="SHAPE,PATTERN,K: kernel times of one such step (with --table)")
     parser.add_argument("--with-fla", action="store_true", help="also time fla-core's GDN kernel")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU shapes, 2 steps")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed wall time per row")

@@ -8,10 +8,11 @@ trains one, `PackExecutor` hands whole packs to worker processes.
 Inside a pack, the runs with one ModelConfig form a `Stack`. Its K runs' weights are the rows of one
 fp32 tensor [K, P]; the forward is the unchanged `LanguageModel`, called through
 `torch.func.functional_call` under `torch.vmap`, so every matmul is batched over K, and the
-recurrent kernels (through their vmap rules) and attention (`_FoldedAttention`) see K folded into
-their batch. Every row has its own AdamW state, gradient clip, learning rate, early stop and
-divergence, all kept on the device: a training step is a fixed sequence of kernels with no host
-sync, which on CUDA is captured once per length bucket as a CUDA graph and then replayed.
+recurrent kernels (through their vmap rules), attention and the short convs (`_FoldedAttention`,
+`_FoldedConv`) see K folded into their batch or channels. Every row has its own AdamW state,
+gradient clip, learning rate, early stop and divergence, all kept on the device: a training step is
+a fixed sequence of kernels with no host sync, which on CUDA is captured once per length bucket as
+a CUDA graph and then replayed.
 
 Isolation: nothing mixes rows. Gradients are taken of the sum of the K losses (so row k's gradient
 is run k's alone), the gradient norm and the clip are per row, and a row whose loss or gradient
@@ -75,18 +76,59 @@ class _FoldedAttention(torch.autograd.Function):
         return o.unflatten(0, (n, -1)), 0
 
 
-class _FoldAttention(TorchFunctionMode):
-    """Routes the models' vmapped causal attention calls through `_FoldedAttention`."""
+class _FoldedConv(torch.autograd.Function):
+    """conv1d whose vmap rule folds the vmapped dim into the channels, as n times the groups: one
+    grouped conv for the whole stack. (torch's own batching rule for a conv with a bias, under bf16
+    autocast, leaves the bias in fp32 and the conv refuses it.)"""
+
+    @staticmethod
+    def forward(x, weight, bias, stride, padding, dilation, groups):
+        return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*(t for t in inputs[:3] if t is not None))
+        ctx.has_bias, ctx.args = inputs[2] is not None, inputs[3:]
+
+    @staticmethod
+    def backward(ctx, dy):
+        with torch.enable_grad():
+            saved = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+            x, weight, bias = saved[0], saved[1], saved[2] if ctx.has_bias else None
+            y = F.conv1d(x, weight, bias, *ctx.args)
+        grads = torch.autograd.grad(y, saved, dy)
+        return grads[0], grads[1], grads[2] if ctx.has_bias else None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
+        n = info.batch_size
+
+        def rows(t, dim):  # the vmapped dim first
+            return t.movedim(dim, 0) if dim is not None else t.expand(n, *t.shape)
+
+        x, weight = rows(x, in_dims[0]), rows(weight, in_dims[1])  # [n, B, C, T], [n, O, C / groups, W]
+        batch, channels, length = x.shape[1:]
+        x = x.transpose(0, 1).reshape(batch, n * channels, length)
+        weight = weight.reshape(-1, *weight.shape[2:])
+        bias = None if bias is None else rows(bias, in_dims[2]).reshape(-1)
+        y = F.conv1d(x, weight, bias, stride, padding, dilation, n * groups)  # [B, n * O, T']
+        return y.unflatten(1, (n, -1)).transpose(0, 1), 0
+
+
+def _batched(*args) -> bool:
+    return any(isinstance(a, torch.Tensor) and torch._C._functorch.is_batchedtensor(a) for a in args)
+
+
+class _FoldIntoBatch(TorchFunctionMode):
+    """Routes the models' vmapped causal attention and conv1d calls through the folding Functions."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if (
-            func is F.scaled_dot_product_attention
-            and len(args) == 3
-            and kwargs == {"is_causal": True}
-            and torch._C._functorch.is_batchedtensor(args[0])
-        ):
-            return _FoldedAttention.apply(*args)
+        if func is F.scaled_dot_product_attention and len(args) == 3 and kwargs == {"is_causal": True}:
+            if _batched(*args):
+                return _FoldedAttention.apply(*args)
+        elif func is F.conv1d and len(args) == 7 and not kwargs and _batched(*args[:3]):
+            return _FoldedConv.apply(*args)
         return func(*args, **kwargs)
 
 
@@ -154,7 +196,7 @@ class Stack:
             params = {name: v.view(s) for name, v, s in zip(self.names, views, self.shapes, strict=True)}
             return functional_call(self.base, params, (inputs[0],)).unsqueeze(0)
         params = {name: v.view(n, *s) for name, v, s in zip(self.names, views, self.shapes, strict=True)}
-        with _FoldAttention():
+        with _FoldIntoBatch():
             return torch.vmap(self._call)(params, inputs)
 
     def _call(self, params, inputs):
@@ -482,17 +524,18 @@ def _lengths(run) -> tuple[float, int, list[int]]:
     """The mean padded training length over the run's steps (its curriculum included), the number
     of training length buckets, and the padded length of every evaluation bin's batches."""
     from sweeps.grid import eval_bins
-    from sweeps.train import bucket_length, curriculum_ranges
+    from sweeps.train import bucket_length, curriculum_ranges, longest_length
     from synthetic_tasks import make_task
 
     task = make_task(run.task.name, **run.task.params_dict)
     train = run.train
     points = sorted({int(s) for s in np.linspace(0, train.steps - 1, 33)})
+    longest = longest_length(run, train.batch_size)
     lengths = []
     for step in points:
         ranges, _ = curriculum_ranges(step, run)
         batch = task.sample(derive_seed(step, "estimate"), train.batch_size, **ranges)
-        lengths.append(bucket_length(batch.inputs.shape[1]))
+        lengths.append(bucket_length(batch.inputs.shape[1], longest))
     train_range, eval_range = dict(run.task.train_range), dict(run.task.eval_range)
     evals = []
     for knob in run.task.eval_axes:

@@ -47,7 +47,16 @@ from sweeps.grid import RunConfig, eval_bins
 from sweeps.pack import Stack, sized_model
 from synthetic_tasks import Batch, derive_seed, make_task
 
-__all__ = ["run", "run_pack", "resolve_device", "lr_at", "curriculum_ranges", "bucket_length", "pad_batches"]
+__all__ = [
+    "run",
+    "run_pack",
+    "resolve_device",
+    "lr_at",
+    "curriculum_ranges",
+    "bucket_length",
+    "longest_length",
+    "pad_batches",
+]
 
 
 def resolve_device(policy: str, assigned: str | None = None) -> str:
@@ -90,14 +99,30 @@ def _ramp(config: RunConfig) -> int:
     return int(train.curriculum_fraction * train.steps) if train.curriculum == "linear" else 0
 
 
-def bucket_length(length: int) -> int:
+def bucket_length(length: int, longest: int | None = None) -> int:
     """The padded length of a batch whose longest sequence has `length` tokens: a multiple of 16
     up to 64, then four buckets an octave (80, 96, 112, 128, 160, ...), so padding stays under a
-    quarter of the tokens past 64 and a run sees few distinct shapes."""
+    quarter of the tokens past 64 and a run sees few distinct shapes. `longest` (the longest
+    sequence the training range gives, see `longest_length`) is a bucket of its own: batches at
+    full difficulty, most of them once the curriculum is over, are not padded at all."""
+    if longest is not None and length <= longest < _bucket(length):
+        return longest
+    return _bucket(length)
+
+
+def _bucket(length: int) -> int:
     if length <= 64:
         return max(16, -(-length // 16) * 16)
     step = 2 ** (int(math.log2(length - 1)) - 2)
     return -(-length // step) * step
+
+
+def longest_length(config: RunConfig, batch_size: int) -> int:
+    """The longest sequence in a few batches drawn from the whole training range (seeds apart from
+    every run's data): the length most batches have at full difficulty."""
+    task = make_task(config.task.name, **config.task.params_dict)
+    ranges = dict(config.task.train_range)
+    return max(task.sample(derive_seed(i, "longest"), batch_size, **ranges).inputs.shape[1] for i in range(4))
 
 
 def pad_batches(batches: list, length: int, pin: bool = False) -> torch.Tensor:
@@ -227,6 +252,7 @@ def _train_pack(configs: list[RunConfig], device: str, results: list[dict]) -> N
         for model_cfg, idx in members.items()
     ]
     seeds = [derive_seed(c.seed, "train") for c in configs]
+    longest = longest_length(first, train.batch_size)
     live = list(groups)
     for step in range(train.steps):
         ranges, _ = curriculum_ranges(step, first)
@@ -239,8 +265,8 @@ def _train_pack(configs: list[RunConfig], device: str, results: list[dict]) -> N
             ]
             group.lengths[step] = [0 if b is None else b.inputs.shape[1] for b in batches]
             stand_in = _stand_in(next(b for b in batches if b is not None))
-            padded = pad_batches([stand_in if b is None else b for b in batches],
-                                 bucket_length(int(group.lengths[step].max())), pin=cuda)  # fmt: skip
+            length = bucket_length(int(group.lengths[step].max()), longest)
+            padded = pad_batches([stand_in if b is None else b for b in batches], length, pin=cuda)
             group.stack.step(padded)
         if (step + 1) % train.log_every == 0 or step + 1 == train.steps:
             for group in live:
