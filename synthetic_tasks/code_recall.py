@@ -17,7 +17,10 @@ Two forms share the knobs and the meta labels:
 
 Supervision (structural): ``"final"`` asks one query after the last swap; ``"dense"`` asks the
 same variable after the initialisation line and after every swap line (n + 1 answers, the last
-being the final query). It learns in far fewer steps.
+being the final query). It learns in far fewer steps. ``"probed"`` is dense and, after the
+initialisation line, first asks every other variable once (in order a, b, ...; k + n answers):
+before any swap the answer is a two-hop lookup (variable -> address -> bit), and probing every
+variable trains that lookup for all of them, which tracking later needs, not only for q.
 
 Bits (structural): ``"random"`` draws fair coins, so the array's count of ones predicts the
 queried bit (the majority bit is right with probability about 1/2 + 0.4/sqrt(m)), a shortcut any
@@ -43,7 +46,7 @@ from synthetic_tasks.code_common import flat_buffers, pack_rows, put_decimal, su
 
 __all__ = ["StateBasedRecall", "StateBasedRecallText"]
 
-_SUPERVISIONS = ("final", "dense")
+_SUPERVISIONS = ("final", "dense", "probed")
 _BITS = ("random", "balanced")
 _VAR_NAMES = "abcdefghijklmnopqrstuvwxyz"
 
@@ -132,12 +135,13 @@ def _draw_swap(state, k):
 
 @numba.njit(cache=True)
 def _recall_tokens_batch(
-    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, balanced, num_addresses, tok
+    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, probe, balanced, num_addresses, tok
 ):
-    """tok = (bit0, bits, sep, query, var0, addr0, pad); see StateBasedRecall for the layout."""
+    """tok = (bit0, bits, sep, query, var0, addr0, pad); see StateBasedRecall for the layout.
+    `probe` (with `dense`) asks every other variable before the first query of q."""
     bit0, bits_tok, sep, query, var0, addr0, pad = tok
-    width = 3 + 2 * m_hi + 2 * k_hi + 3 * n_hi + 2 * ((n_hi + 1) if dense else 1)
-    max_sup = (n_hi + 1) if dense else 1
+    max_sup = ((n_hi + 1) if dense else 1) + ((k_hi - 1) if probe else 0)
+    width = 3 + 2 * m_hi + 2 * k_hi + 3 * n_hi + 2 * max_sup
     flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
     offset = 0
     meta = np.empty((5, batch), dtype=np.int64)
@@ -192,6 +196,13 @@ def _recall_tokens_batch(
                 row[t + 1] = var0 + y
                 row[t + 2] = sep
                 t += 3
+            if probe and line == 0:
+                for v in range(k):
+                    if v != q:
+                        row[t] = query
+                        row[t + 1] = var0 + v
+                        supervise(positions, answers, counts, b, max_sup, t + 1, bit0 + bit_at[addr[v]])
+                        t += 2
             if dense or line == n:
                 row[t] = query
                 row[t + 1] = var0 + q
@@ -243,7 +254,8 @@ class StateBasedRecall(Task):
     initialisation ``a = @17, b = @3, …``; each swap line ``x y SEP`` means ``x, y = y, x``; a
     query ``QUERY q`` means ``bits[q]`` and its answer (token 0 or 1) is the target at ``q``. With
     ``supervision="final"`` only the last query is there; with ``"dense"`` one follows the
-    initialisation and every swap line. Length: 2m + 2k + 3n + 5 (+ 2n dense).
+    initialisation and every swap line; ``"probed"`` adds ``QUERY v`` for every other variable v
+    before the first. Length: 2m + 2k + 3n + 5 (+ 2n dense, + 2n + 2k - 2 probed).
 
     >>> task = StateBasedRecall()
     >>> batch = task.sample(seed=0, batch=2, m=8, num_swaps=3)
@@ -297,7 +309,8 @@ class StateBasedRecall(Task):
             seed,
             batch,
             *_knob_args(ranges),
-            self.supervision == "dense",
+            self.supervision != "final",
+            self.supervision == "probed",
             self.bits == "balanced",
             self.num_addresses,
             tok,
@@ -370,14 +383,26 @@ def _put_assignment_equals(row, t):
     return t + 3
 
 
+@numba.njit(cache=True, inline="always")
+def _put_assert(row, t, v, positions, answers, counts, b, max_sup, bit):
+    """The line ``assert bits[v] == ?`` from row[t], its answer due at the space before ``?``."""
+    t = _put(row, t, _ASSERT_OPEN)
+    row[t] = _LETTER_A + v
+    t = _put(row, t + 1, _ASSERT_CLOSE)
+    supervise(positions, answers, counts, b, max_sup, t - 3, _DIGIT0 + bit)
+    return t
+
+
 @numba.njit(cache=True)
-def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, balanced, pad):
+def _recall_text_batch(
+    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, probe, balanced, pad
+):
     digits = 1
     while 10**digits <= m_hi - 1:
         digits += 1
     init_width = 3 * k_hi - 2 + 3 + k_hi * digits + 2 * (k_hi - 1) + 1
-    width = (3 * m_hi + 8) + init_width + 12 * n_hi + 20 * ((n_hi + 1) if dense else 1)
-    max_sup = (n_hi + 1) if dense else 1
+    max_sup = ((n_hi + 1) if dense else 1) + ((k_hi - 1) if probe else 0)
+    width = (3 * m_hi + 8) + init_width + 12 * n_hi + 20 * max_sup
     flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
     offset = 0
     meta = np.empty((5, batch), dtype=np.int64)
@@ -425,12 +450,12 @@ def _recall_text_batch(seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_
                 row[t] = _LETTER_A + x
                 row[t + 1] = _NL
                 t += 2
+            if probe and line == 0:
+                for v in range(k):
+                    if v != q:
+                        t = _put_assert(row, t, v, positions, answers, counts, b, max_sup, bits[addr[v]])
             if dense or line == n:
-                t = _put(row, t, _ASSERT_OPEN)
-                row[t] = _LETTER_A + q
-                t = _put(row, t + 1, _ASSERT_CLOSE)
-                # The answer is due after "== ", at the space before "?".
-                supervise(positions, answers, counts, b, max_sup, t - 3, _DIGIT0 + bits[addr[q]])
+                t = _put_assert(row, t, q, positions, answers, counts, b, max_sup, bits[addr[q]])
         seq_lens[b] = t
         starts[b] = offset
         offset += t
@@ -458,7 +483,8 @@ class StateBasedRecallText(Task):
 
     The answer character (``0`` or ``1``) is the target at the space before ``?``. With
     ``supervision="dense"`` an ``assert bits[q] == ?`` line (same q) follows the initialisation
-    and every swap line.
+    and every swap line; ``"probed"`` puts ``assert bits[v] == ?`` for every other v before the
+    first of them.
     """
 
     name = "state_based_recall_text"
@@ -485,7 +511,8 @@ class StateBasedRecallText(Task):
             seed,
             batch,
             *_knob_args(ranges),
-            self.supervision == "dense",
+            self.supervision != "final",
+            self.supervision == "probed",
             self.bits == "balanced",
             self.pad_id,
         )

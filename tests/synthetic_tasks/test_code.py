@@ -13,7 +13,7 @@ from synthetic_tasks import make_task
 from synthetic_tasks.oracles import ORACLES
 
 seeds = st.integers(0, 2**63 - 1)
-supervisions = st.sampled_from(["final", "dense"])
+supervisions = st.sampled_from(["final", "dense", "probed"])
 bit_draws = st.sampled_from(["random", "balanced"])
 VARS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -47,6 +47,13 @@ def _recall_token_program(task, tokens):
     return bits, addresses, events
 
 
+def _asked(supervision: str, n: int, k: int, q: int) -> list[int]:
+    """The variables the queries ask, in order: q once (final) or after every line (dense), and
+    under "probed" every other variable first, in order, after the initialisation line."""
+    probes = [v for v in range(k) if v != q] if supervision == "probed" else []
+    return probes + [q] * (1 if supervision == "final" else n + 1)
+
+
 def _ones_allowed(bits: str, m: int) -> range:
     """How many ones an m-bit array may hold under the `bits` parameter."""
     return range(m // 2, (m + 1) // 2 + 1) if bits == "balanced" else range(m + 1)
@@ -74,8 +81,12 @@ def test_state_based_recall_stepwise_simulation_and_meta(seed, supervision, bits
         swaps = [e for e in events if e[0] == "swap"]
         queries = [e for e in events if e[0] == "query"]
         assert len(swaps) == n == batch.meta["num_swaps"][i]
-        assert len(queries) == (n + 1 if supervision == "dense" else 1)
-        assert {q[2] for q in queries} == {int(batch.meta["query"][i])}
+        asked = _asked(supervision, n, k, int(batch.meta["query"][i]))
+        assert [q[2] for q in queries] == asked
+        if supervision == "final":
+            assert [e[0] for e in events] == ["swap"] * n + ["query"]
+        else:  # the probes and the first query of q after the init line, one query after each swap
+            assert [e[0] for e in events] == ["query"] * (len(asked) - n) + ["swap", "query"] * n
         expected, current = {}, dict(addresses)
         for event in events:
             if event[0] == "swap":
@@ -122,7 +133,10 @@ def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, superv
             with pytest.raises(AssertionError):
                 exec("".join(flipped), {"__builtins__": {}})
         lines = text.splitlines()
-        assert len(lines) == 2 + n + (n + 1 if supervision == "dense" else 1)
+        asked = _asked(supervision, n, k, int(batch.meta["query"][i]))
+        queried = [re.fullmatch(r"assert bits\[([a-z])\] == \?", line) for line in lines[2:]]
+        assert [VARS.index(match[1]) for match in queried if match] == asked
+        assert len(lines) == 2 + n + len(asked)
         swaps = [line for line in lines if re.fullmatch(r"([a-z]), ([a-z]) = \2, \1", line)]
         assert len(swaps) == n == batch.meta["num_swaps"][i]
         names, values = lines[1].split(" = ")
@@ -131,11 +145,10 @@ def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, superv
         assert bool(batch.meta["moved"][i]) == (namespace[q] != initial[q])
 
 
-@pytest.mark.parametrize("bits", ["random", "balanced"])
 @pytest.mark.parametrize("name", ["state_based_recall", "state_based_recall_text"])
-@given(seed=seeds)
-def test_recall_oracle_agrees(name, bits, seed):
-    task = make_task(name, supervision="dense", bits=bits)
+@given(seed=seeds, supervision=supervisions, bits=bit_draws)
+def test_recall_oracle_agrees(name, seed, supervision, bits):
+    task = make_task(name, supervision=supervision, bits=bits)
     batch = task.sample(seed, 8, m=(5, 30), num_swaps=(0, 10), num_vars=(2, 5))
     for i in range(8):
         assert ORACLES[name](task, _tokens(task, batch, i)) == _supervised(batch, i)
@@ -352,6 +365,8 @@ def test_variable_tracking_takes_statements_as_a_comma_separated_string():
         ("boolean_formula", {"notation": "infix"}),
         ("variable_tracking", {"modulus": 97, "statements": ["add", "swap"], "print_prob": 1.0}),
         ("state_based_recall", {"supervision": "dense", "num_addresses": 64}),
+        ("state_based_recall", {"supervision": "probed", "num_addresses": 64, "bits": "balanced"}),
+        ("state_based_recall_text", {"supervision": "probed"}),
     ],
 )
 @given(seed=seeds)
