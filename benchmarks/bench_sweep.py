@@ -1,18 +1,19 @@
 """Sweep wall time, today's mode against the new defaults, with the stores compared run by run.
 
-Two grids of issue 15, each run twice through the real driver (`sweeps.runner.drive`):
+Two grids of issue 15, each run twice:
 
 - parity: A, G, M, G-noneg, M-noneg x 2 learning rates x 2 seeds (20 runs); 100 k non-embedding
   parameters, 2 layers, batch 256, lengths 3-40, 3000 steps;
 - state-based recall: A, G, M x 2 learning rates x 2 seeds (12 runs); 400 k, 4 layers, batch 128,
   `--sbr-steps` steps (3000 in the issue; fewer by default, to keep the call short).
 
-"today": one run per worker process, `--slots` (10) workers on the GPU, steps eager
-(``train.capture = false``). "new": the default training spec (steps captured as CUDA graphs) and
-runs packed by `sweeps.pack.PackExecutor` (packs of at most `--pack`, `--pack-slots` pack workers on
-the GPU). The two stores are then compared run by run, matched by (architecture, lr, seed): status,
-steps taken, the early-stop step and the evaluation (token accuracy per bin), which should agree to
-bf16 noise. With `--estimates` it also prints `estimate_gpu_seconds` for every study config.
+Both through `hxt sweep run`'s own `sweeps.runner.run_sweep`. "today": one run per worker process
+(``--pack 1``), `--slots` (10) workers on the GPU, steps eager (``train.capture = false``). "new":
+the default training spec (steps captured as CUDA graphs) and runs packed (``--pack``,
+`--pack-slots` pack workers on the GPU). The two stores are then compared run by run, matched by
+(architecture, lr, seed): status, steps taken, the early-stop step and the evaluation (token
+accuracy per bin), which should agree to bf16 noise. With `--estimates` it also prints
+`estimate_gpu_seconds` for every study config.
 
     python benchmarks/bench_sweep.py --out $OUT/sweep.md            # GPU, about 6 minutes on an H200
     python benchmarks/bench_sweep.py --smoke                         # CPU, tiny, to check the script
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import shutil
 import subprocess
 import sys
@@ -38,10 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeps import backends  # noqa: E402
 from sweeps.config import load_sweep  # noqa: E402
-from sweeps.grid import check_runs, expand, hxt_version  # noqa: E402
-from sweeps.pack import PackExecutor, estimate_gpu_seconds  # noqa: E402
-from sweeps.progress import make_progress  # noqa: E402
-from sweeps.runner import drive, git_commit, shared_settings  # noqa: E402
+from sweeps.grid import expand  # noqa: E402
+from sweeps.pack import estimate_gpu_seconds  # noqa: E402
+from sweeps.runner import git_commit, run_sweep  # noqa: E402
 from sweeps.store import Store  # noqa: E402
 
 PARITY = """
@@ -128,24 +127,6 @@ class GpuSampler:
         return sum(u for u, _ in self.samples) / len(self.samples), max(m for _, m in self.samples)
 
 
-def sweep(path: Path, out: Path, make_executor) -> None:
-    """`sweeps.runner.run_sweep` with the executor `make_executor(config, n_runs)` builds."""
-    config, text = load_sweep(path)
-    runs = expand(config)
-    check_runs(runs)
-    jobs = {run.run_id: {"run_id": run.run_id, **run.to_json()} for run in runs}
-    meta = {
-        "name": config.name,
-        "config_toml": text,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit() or "",
-        "hxt_version": hxt_version(),
-        "shared": json.dumps(shared_settings(config), sort_keys=True),
-    }
-    reporter = make_progress("none")
-    drive(out, meta, runs, jobs, config.max_attempts, lambda n: make_executor(config, n), reporter)
-
-
 def measure(name: str, template: str, mode: str, args, gpus: int, workdir: Path) -> dict:
     steps = args.parity_steps if name == "parity" else args.sbr_steps
     batch = args.parity_batch if name == "parity" else args.sbr_batch
@@ -162,16 +143,16 @@ def measure(name: str, template: str, mode: str, args, gpus: int, workdir: Path)
     path.write_text(text)
     out = workdir / f"{name}-{mode}"
 
-    def executor(config, n_runs):
-        gpu_n = 0 if config.device == "cpu" else gpus
-        if mode == "today":
-            return backends.LocalExecutor(min(args.slots * max(gpu_n, 1), n_runs), gpu_n, args.slots)
-        workers = args.pack_slots * max(gpu_n, 1)
-        return PackExecutor(workers, gpu_n, args.pack_slots, cap=args.pack)
-
     sampler = GpuSampler()
     start = time.perf_counter()
-    sweep(path, out, executor)
+    if mode == "today":
+        workers = args.slots * max(gpus, 1)
+        run_sweep(path, out, workers=workers, slots_per_gpu=args.slots, pack=1, show_progress=False)
+    else:
+        workers = args.pack_slots * max(gpus, 1)
+        run_sweep(
+            path, out, workers=workers, slots_per_gpu=args.pack_slots, pack=args.pack, show_progress=False
+        )
     wall = time.perf_counter() - start
     util, memory = sampler.stop()
     with Store.read_only(out) as store:
