@@ -48,7 +48,10 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at    TEXT,
     wall_seconds   REAL,
     device         TEXT,               -- e.g. "cpu", "NVIDIA H100 80GB HBM3"
-    git_commit     TEXT
+    git_commit     TEXT,
+    step_mode      TEXT,               -- "graph" (captured CUDA graph steps) or "eager"
+    capture_error  TEXT,               -- why capture fell back to eager steps, if it did
+    pack_size      INTEGER             -- runs trained together as one stacked model
 );
 
 CREATE TABLE IF NOT EXISTS metrics (   -- the training curve

@@ -60,6 +60,9 @@ _RESULT_FIELDS = (
     "wall_seconds",
     "device",
     "git_commit",
+    "step_mode",
+    "capture_error",
+    "pack_size",
 )
 
 
@@ -175,6 +178,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_schema())  # adds tables that older stores lack
+        _add_missing_columns(self.db)
 
     @classmethod
     def read_only(cls, sweep_dir: str | Path) -> Store:
@@ -387,6 +391,15 @@ class Store:
 
 def _schema() -> str:
     return resources.files("sweeps").joinpath("schema.sql").read_text()
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns the schema gained since a store was made (NULL in its earlier rows)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for name in _RESULT_FIELDS:
+        if name not in have:
+            kind = "INTEGER" if name == "pack_size" else "TEXT"
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
 
 def _create(path: Path) -> None:

@@ -185,3 +185,17 @@ def test_a_damaged_store_is_refused_before_writing(tmp_path):
 def test_status_of_a_missing_store_is_a_user_error(tmp_path):
     with pytest.raises(ValueError, match="no sweep store"):
         Store.read_only(tmp_path / "nothing")
+
+
+def test_a_store_made_before_the_step_mode_columns_gains_them_and_keeps_its_rows(tmp_path):
+    meta, runs = _sweep()
+    with Store(tmp_path) as store:
+        store.init_sweep(meta, runs)
+        store.record(runs[0].run_id, _result("done"))
+        for column in ("step_mode", "capture_error", "pack_size"):
+            store.db.execute(f"ALTER TABLE runs DROP COLUMN {column}")  # as an older store has it
+    with Store(tmp_path) as store:
+        store.record(runs[1].run_id, {**_result("done"), "step_mode": "graph", "pack_size": 3})
+        rows = {row["run_id"]: row for row in store.runs()}
+    assert rows[runs[0].run_id]["status"] == "done" and rows[runs[0].run_id]["step_mode"] is None
+    assert (rows[runs[1].run_id]["step_mode"], rows[runs[1].run_id]["pack_size"]) == ("graph", 3)
