@@ -42,7 +42,7 @@ import numpy as np
 
 from synthetic_tasks._rng import next_u64, randint, seed_state
 from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import flat_buffers, pack_rows, put_decimal, supervise
+from synthetic_tasks.code_common import codes, flat_buffers, pack_rows, put, put_decimal, supervise
 
 __all__ = ["StateBasedRecall", "StateBasedRecallText"]
 
@@ -350,7 +350,7 @@ _CHARS = "\n ,=?[]0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def _codes(text: str) -> np.ndarray:
-    return np.array([_CHARS.index(c) for c in text], dtype=np.int64)
+    return codes(text, _CHARS)
 
 
 _NL, _SPACE, _COMMA, _EQ, _QMARK = (_CHARS.index(c) for c in "\n ,=?")
@@ -359,13 +359,6 @@ _DIGIT0, _LETTER_A = _CHARS.index("0"), _CHARS.index("a")
 _BITS_OPEN = _codes("bits = [")
 _ASSERT_OPEN = _codes("assert bits[")
 _ASSERT_CLOSE = _codes("] == ?\n")
-
-
-@numba.njit(cache=True, inline="always")
-def _put(row, t, codes):
-    for j in range(codes.shape[0]):
-        row[t + j] = codes[j]
-    return t + codes.shape[0]
 
 
 @numba.njit(cache=True, inline="always")
@@ -386,9 +379,9 @@ def _put_assignment_equals(row, t):
 @numba.njit(cache=True, inline="always")
 def _put_assert(row, t, v, positions, answers, counts, b, max_sup, bit):
     """The line ``assert bits[v] == ?`` from row[t], its answer due at the space before ``?``."""
-    t = _put(row, t, _ASSERT_OPEN)
+    t = put(row, t, _ASSERT_OPEN)
     row[t] = _LETTER_A + v
-    t = _put(row, t + 1, _ASSERT_CLOSE)
+    t = put(row, t + 1, _ASSERT_CLOSE)
     supervise(positions, answers, counts, b, max_sup, t - 3, _DIGIT0 + bit)
     return t
 
@@ -413,7 +406,7 @@ def _recall_text_batch(
         seed_state(state, seed, b)
         m, n, k, q = _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi)
         row = flat[offset : offset + width]
-        t = _put(row, 0, _BITS_OPEN)
+        t = put(row, 0, _BITS_OPEN)
         _draw_bits(state, bits, m, balanced)
         for j in range(m):
             if j > 0:
