@@ -28,6 +28,13 @@ mixer finds; ``"balanced"`` arranges exactly m // 2 ones (one more half the time
 uniformly, which takes that shortcut away. The shortcut is also the first step towards reading
 the right bit: see docs/recall-protocol.md before training with ``"balanced"``.
 
+Default ranges: both axes start where learning starts (the sweeps' curriculum ramps the
+evaluation axes up from their low end): ``num_swaps`` from 0, where every answer is the plain
+variable -> address -> bit lookup, and ``m`` from ``num_vars``, where the count of ones says most
+about the answer; and the query asks ``a`` in every example (``query`` = 0). A query variable drawn
+per example is harder to learn and adds nothing the theorem needs, since swaps carry every
+variable's address into ``a``. Evidence for each default: docs/recall-protocol.md.
+
 Meta per example: ``m``, ``num_swaps``, ``num_vars``, ``query`` (index of the queried variable,
 ``a`` = 0) and ``moved`` (whether the queried variable's final address differs from its initial
 one; on unmoved examples reading the initial address is a shortcut, so report them apart). In
@@ -291,12 +298,12 @@ class StateBasedRecall(Task):
         }
         self.pad_id = self.ADDR0 + self.num_addresses
         self.vocab_size = self.pad_id + 1
-        self.train_range = {"m": (8, 64), "num_swaps": (1, 16), "num_vars": (5, 5), "query": (0, 25)}
+        self.train_range = {"m": (5, 64), "num_swaps": (0, 16), "num_vars": (5, 5), "query": (0, 0)}
         self.eval_range = {
-            "m": (8, min(1024, self.num_addresses)),
-            "num_swaps": (1, 64),
+            "m": (5, min(1024, self.num_addresses)),
+            "num_swaps": (0, 64),
             "num_vars": (5, 5),
-            "query": (0, 25),
+            "query": (0, 0),
         }
 
     def params(self) -> dict:
@@ -492,8 +499,8 @@ class StateBasedRecallText(Task):
         self.bits = _check_bits(bits)
         self.pad_id = len(_CHARS)
         self.vocab_size = self.pad_id + 1
-        self.train_range = {"m": (8, 32), "num_swaps": (1, 16), "num_vars": (5, 5), "query": (0, 25)}
-        self.eval_range = {"m": (8, 256), "num_swaps": (1, 64), "num_vars": (5, 5), "query": (0, 25)}
+        self.train_range = {"m": (5, 32), "num_swaps": (0, 16), "num_vars": (5, 5), "query": (0, 0)}
+        self.eval_range = {"m": (5, 256), "num_swaps": (0, 64), "num_vars": (5, 5), "query": (0, 0)}
 
     def params(self) -> dict:
         return {"supervision": self.supervision, "bits": self.bits}
