@@ -10,38 +10,13 @@ import pytest
 
 from sweeps.runner import run_sweep
 from sweeps.store import STORE_NAME
+from tests.sweeps.cli_helpers import sweep_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY = """
-name = "tiny"
-patterns = ["A"]
-sizes = [2500]
-lrs = [3e-3]
-seeds = {seeds}
-device = "cpu"
-max_attempts = 2
-[model]
-n_layers = 1
-n_heads = 2
-[train]
-batch_size = 8
-steps = {steps}
-warmup = 2
-log_every = 5
-eval_examples_per_bin = 16
-eval_bins = 3
-[[task]]
-name = "parity"
-train = {{ length = [2, 6] }}
-eval = {{ length = [2, 12] }}
-"""
-
 
 def _sweep_file(tmp_path, seeds, steps=20):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(seeds=list(seeds), steps=steps))
-    return path
+    return sweep_file(tmp_path, seeds, steps)
 
 
 def _snapshot(db_path: Path) -> dict:
