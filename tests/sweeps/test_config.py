@@ -192,3 +192,19 @@ def test_cli_exit_code_in_a_real_process(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert needles[0] in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "store", sorted((ROOT / "results").glob("*/hxt.sqlite")), ids=lambda p: p.parent.name
+)
+def test_committed_study_stores_resume_under_their_configs(store):
+    """A change of a task's defaults or of the run config would silently start a study afresh."""
+    import sqlite3
+
+    config = parse_sweep((ROOT / "sweeps" / "configs" / f"{store.parent.name}.toml").read_text())
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        stored = {row[0] for row in db.execute("SELECT run_id FROM runs")}
+    finally:
+        db.close()
+    assert {run.run_id for run in expand(config)} <= stored
