@@ -13,8 +13,8 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
+from synthetic_tasks.base import Batch, Knob, Task, register
+from synthetic_tasks.code_common import begin_row, code_batch, end_row, flat_buffers, supervise
 
 __all__ = ["BooleanFormula"]
 
@@ -24,14 +24,12 @@ _LEAF, _AND, _OR = 0, 1, 2
 
 @numba.njit(cache=True)
 def _formula_batch(seed, batch, size_lo, size_hi, pad_lo, pad_hi, infix, tok):
-    """tok = (zero, not, and, or, lparen, rparen, dot, equals, pad); one tree per example."""
-    zero, not_tok, and_tok, or_tok, lparen, rparen, dot, equals, pad = tok
+    """tok = (zero, not, and, or, lparen, rparen, dot, equals); one tree per example."""
+    zero, not_tok, and_tok, or_tok, lparen, rparen, dot, equals = tok
     nodes_hi = 2 * size_hi - 1
     width = 2 * nodes_hi + (2 * (size_hi - 1) if infix else 0) + pad_hi + 1
     max_sup = 1
-    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
-    offset = 0
-    meta = np.empty((3, batch), dtype=np.int64)
+    flat, starts, seq_lens, positions, answers, counts, meta = flat_buffers(batch, width, max_sup, 3)
     # Nodes in prefix order: kind, negated, leaf bit / value, children, depth.
     kind = np.empty(nodes_hi, dtype=np.int64)
     negated = np.empty(nodes_hi, dtype=np.int64)
@@ -85,7 +83,7 @@ def _formula_batch(seed, batch, size_lo, size_hi, pad_lo, pad_hi, infix, tok):
             else:
                 v = value[left[node]] | value[right[node]]
             value[node] = v ^ negated[node]
-        row = flat[offset : offset + width]
+        row = begin_row(flat, starts, seq_lens, b, width)
         t = 0
         if not infix:
             for node in range(count):
@@ -131,14 +129,8 @@ def _formula_batch(seed, batch, size_lo, size_hi, pad_lo, pad_hi, infix, tok):
             t += 1
         row[t] = equals
         supervise(positions, answers, counts, b, max_sup, t, zero + value[0])
-        seq_lens[b] = t + 1
-        starts[b] = offset
-        offset += t + 1
-        meta[0, b] = size
-        meta[1, b] = padding
-        meta[2, b] = max_depth
-    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
-    return inputs, targets, mask, seq_lens, meta
+        end_row(seq_lens, meta, b, t + 1, (size, padding, max_depth))
+    return flat, starts, seq_lens, positions, answers, counts, meta
 
 
 @register
@@ -190,15 +182,11 @@ class BooleanFormula(Task):
             self.RPAREN,
             self.DOT,
             self.EQUALS,
-            self.pad_id,
         )
-        inputs, targets, mask, seq_lens, meta = _formula_batch(
+        buffers = _formula_batch(
             seed, batch, *ranges["size"], *ranges["padding"], self.notation == "infix", tok
         )
-        names = ("size", "padding", "depth")
-        return pack_batch(
-            inputs, targets, mask, seq_lens, {key: meta[i].copy() for i, key in enumerate(names)}
-        )
+        return code_batch(buffers, self.pad_id, ("size", "padding", "depth"))
 
     def decode(self, batch: Batch, index: int) -> str:
         row = batch.inputs[index]

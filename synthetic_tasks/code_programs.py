@@ -16,8 +16,18 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import codes, flat_buffers, pack_rows, put, put_decimal, supervise
+from synthetic_tasks.base import Batch, Knob, Task, register
+from synthetic_tasks.code_common import (
+    begin_row,
+    code_batch,
+    codes,
+    draw_names,
+    end_row,
+    flat_buffers,
+    put,
+    put_decimal,
+    supervise,
+)
 
 __all__ = ["StraightLinePrograms"]
 
@@ -139,13 +149,11 @@ def _put_assignment(row, t, indent, names, target, kind, op, a, b):
 
 
 @numba.njit(cache=True)
-def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
+def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi):
     line = 4 * nest_hi + 20 + d_hi
     width = s_hi * (nest_hi + 1) * line + 9 + d_hi + 4
     max_sup = d_hi + 4
-    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
-    offset = 0
-    meta = np.empty((4, batch), dtype=np.int64)
+    flat, starts, seq_lens, positions, answers, counts, meta = flat_buffers(batch, width, max_sup, 4)
     names = np.arange(26)
     values = np.zeros(_MAX_VARS, dtype=np.int64)
     trial = np.zeros(_MAX_VARS, dtype=np.int64)
@@ -160,12 +168,8 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
         nesting = randint(state, nest_lo, nest_hi)
         n = randint(state, s_lo, s_hi)
         cap = 10 ** (digits + 2)
-        for v in range(26):
-            names[v] = v
-        for v in range(_MAX_VARS):
-            j = randint(state, v, 25)
-            names[v], names[j] = names[j], names[v]
-        row = flat[offset : offset + width]
+        draw_names(state, names, _MAX_VARS)
+        row = begin_row(flat, starts, seq_lens, i, width)
         t = 0
         defined = 0
         target = 0
@@ -258,15 +262,8 @@ def _programs_batch(seed, batch, d_lo, d_hi, nest_lo, nest_hi, s_lo, s_hi, pad):
         t += 1
         for p in range(start - 1, t - 1):
             supervise(positions, answers, counts, i, max_sup, p, row[p + 1])
-        seq_lens[i] = t
-        starts[i] = offset
-        offset += t
-        meta[0, i] = digits
-        meta[1, i] = nesting
-        meta[2, i] = n
-        meta[3, i] = t - start - 1
-    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
-    return inputs, targets, mask, seq_lens, meta
+        end_row(seq_lens, meta, i, t, (digits, nesting, n, t - start - 1))
+    return flat, starts, seq_lens, positions, answers, counts, meta
 
 
 @register
@@ -309,13 +306,10 @@ class StraightLinePrograms(Task):
         self.eval_range = {"digits": (1, 4), "nesting": (0, 2), "num_statements": (1, 12)}
 
     def _sample(self, seed, batch, ranges):
-        inputs, targets, mask, seq_lens, meta = _programs_batch(
-            seed, batch, *ranges["digits"], *ranges["nesting"], *ranges["num_statements"], self.pad_id
+        buffers = _programs_batch(
+            seed, batch, *ranges["digits"], *ranges["nesting"], *ranges["num_statements"]
         )
-        names = ("digits", "nesting", "num_statements", "output_length")
-        return pack_batch(
-            inputs, targets, mask, seq_lens, {key: meta[i].copy() for i, key in enumerate(names)}
-        )
+        return code_batch(buffers, self.pad_id, ("digits", "nesting", "num_statements", "output_length"))
 
     def decode(self, batch: Batch, index: int) -> str:
         """The program and, after ``# output:``, the printed text it is supervised on."""

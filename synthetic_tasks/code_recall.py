@@ -48,8 +48,17 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import next_u64, randint, seed_state
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import codes, flat_buffers, pack_rows, put, put_decimal, supervise
+from synthetic_tasks.base import Batch, Knob, Task, register
+from synthetic_tasks.code_common import (
+    begin_row,
+    code_batch,
+    codes,
+    end_row,
+    flat_buffers,
+    put,
+    put_decimal,
+    supervise,
+)
 
 __all__ = ["StateBasedRecall", "StateBasedRecallText"]
 
@@ -140,18 +149,48 @@ def _draw_swap(state, k):
     return x, y
 
 
+@numba.njit(cache=True, inline="always")
+def _max_queries(n_hi, k_hi, dense, probe):
+    """The most queries `_draw_lines` places in one example."""
+    return ((n_hi + 1) if dense else 1) + ((k_hi - 1) if probe else 0)
+
+
+@numba.njit(cache=True, inline="always")
+def _draw_lines(state, addr, k, n, q, dense, probe, lines):
+    """The n swap lines and the queries among them, in program order, into `lines`: a swap line
+    ``x, y = y, x`` as (x, y), a query of variable v as (-1 - v, the address v holds then). q is
+    asked after the last line, or (`dense`) after the initialisation and every swap line; `probe`
+    (with `dense`) first asks every other variable once. Swaps addr[:k] as the lines do; returns
+    the number of lines and whether q's address moved."""
+    start = addr[q]
+    count = 0
+    for line in range(n + 1):
+        if line > 0:
+            x, y = _draw_swap(state, k)
+            addr[x], addr[y] = addr[y], addr[x]
+            lines[count, 0], lines[count, 1] = x, y
+            count += 1
+        if probe and line == 0:
+            for v in range(k):
+                if v != q:
+                    lines[count, 0], lines[count, 1] = -1 - v, addr[v]
+                    count += 1
+        if dense or line == n:
+            lines[count, 0], lines[count, 1] = -1 - q, addr[q]
+            count += 1
+    return count, addr[q] != start
+
+
 @numba.njit(cache=True)
 def _recall_tokens_batch(
     seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, probe, balanced, num_addresses, tok
 ):
-    """tok = (bit0, bits, sep, query, var0, addr0, pad); see StateBasedRecall for the layout.
-    `probe` (with `dense`) asks every other variable before the first query of q."""
-    bit0, bits_tok, sep, query, var0, addr0, pad = tok
-    max_sup = ((n_hi + 1) if dense else 1) + ((k_hi - 1) if probe else 0)
+    """tok = (bit0, bits, sep, query, var0, addr0); see StateBasedRecall for the layout."""
+    bit0, bits_tok, sep, query, var0, addr0 = tok
+    max_sup = _max_queries(n_hi, k_hi, dense, probe)
     width = 3 + 2 * m_hi + 2 * k_hi + 3 * n_hi + 2 * max_sup
-    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
-    offset = 0
-    meta = np.empty((5, batch), dtype=np.int64)
+    flat, starts, seq_lens, positions, answers, counts, meta = flat_buffers(batch, width, max_sup, 5)
+    lines = np.empty((n_hi + max_sup, 2), dtype=np.int64)
     taken = np.zeros(num_addresses, dtype=np.bool_)
     labels = np.empty(m_hi, dtype=np.int64)
     bits = np.empty(m_hi, dtype=np.int64)
@@ -175,7 +214,7 @@ def _recall_tokens_batch(
         used.sort()
         for j in range(m):
             taken[used[j]] = False
-        row = flat[offset : offset + width]
+        row = begin_row(flat, starts, seq_lens, b, width)
         row[0] = bits_tok
         t = 1
         _draw_bits(state, bits, m, balanced)
@@ -194,47 +233,24 @@ def _recall_tokens_batch(
             t += 2
         row[t] = sep
         t += 1
-        start = addr[q]
-        for line in range(n + 1):
-            if line > 0:
-                x, y = _draw_swap(state, k)
-                addr[x], addr[y] = addr[y], addr[x]
+        n_lines, moved = _draw_lines(state, addr, k, n, q, dense, probe, lines)
+        for j in range(n_lines):
+            x, y = lines[j, 0], lines[j, 1]
+            if x < 0:
+                row[t] = query
+                row[t + 1] = var0 - 1 - x
+                supervise(positions, answers, counts, b, max_sup, t + 1, bit0 + bit_at[y])
+                t += 2
+            else:
                 row[t] = var0 + x
                 row[t + 1] = var0 + y
                 row[t + 2] = sep
                 t += 3
-            if probe and line == 0:
-                for v in range(k):
-                    if v != q:
-                        row[t] = query
-                        row[t + 1] = var0 + v
-                        supervise(positions, answers, counts, b, max_sup, t + 1, bit0 + bit_at[addr[v]])
-                        t += 2
-            if dense or line == n:
-                row[t] = query
-                row[t + 1] = var0 + q
-                supervise(positions, answers, counts, b, max_sup, t + 1, bit0 + bit_at[addr[q]])
-                t += 2
-        seq_lens[b] = t
-        starts[b] = offset
-        offset += t
-        meta[0, b] = m
-        meta[1, b] = n
-        meta[2, b] = k
-        meta[3, b] = q
-        meta[4, b] = addr[q] != start
-    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
-    return inputs, targets, mask, seq_lens, meta
+        end_row(seq_lens, meta, b, t, (m, n, k, q, np.int64(moved)))
+    return flat, starts, seq_lens, positions, answers, counts, meta
 
 
-def _meta_dict(meta: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        "m": meta[0].copy(),
-        "num_swaps": meta[1].copy(),
-        "num_vars": meta[2].copy(),
-        "query": meta[3].copy(),
-        "moved": meta[4].astype(bool),
-    }
+_META = ("m", "num_swaps", "num_vars", "query", "moved")
 
 
 def _knob_args(ranges: dict[str, tuple[int, int]]) -> tuple[int, ...]:
@@ -311,8 +327,8 @@ class StateBasedRecall(Task):
 
     def _sample(self, seed, batch, ranges):
         _check_cross_knobs(ranges)
-        tok = (self.BIT0, self.BITS, self.SEP, self.QUERY, self.VAR0, self.ADDR0, self.pad_id)
-        inputs, targets, mask, seq_lens, meta = _recall_tokens_batch(
+        tok = (self.BIT0, self.BITS, self.SEP, self.QUERY, self.VAR0, self.ADDR0)
+        buffers = _recall_tokens_batch(
             seed,
             batch,
             *_knob_args(ranges),
@@ -322,7 +338,7 @@ class StateBasedRecall(Task):
             self.num_addresses,
             tok,
         )
-        return pack_batch(inputs, targets, mask, seq_lens, _meta_dict(meta))
+        return code_batch(buffers, self.pad_id, _META, booleans=("moved",))
 
     def decode(self, batch: Batch, index: int) -> str:
         """The example as the Python program it stands for (array as a dict), answers filled in."""
@@ -393,26 +409,41 @@ def _put_assert(row, t, v, positions, answers, counts, b, max_sup, bit):
     return t
 
 
+@numba.njit(cache=True, inline="always")
+def _put_line(row, t, x, y, bits, positions, answers, counts, b, max_sup):
+    """One of `_draw_lines`' lines from row[t]: ``assert bits[v] == ?`` or ``x, y = y, x``."""
+    if x < 0:
+        return _put_assert(row, t, -1 - x, positions, answers, counts, b, max_sup, bits[y])
+    row[t] = _LETTER_A + x
+    t = _put_sep(row, t + 1)
+    row[t] = _LETTER_A + y
+    t = _put_assignment_equals(row, t + 1)
+    row[t] = _LETTER_A + y
+    t = _put_sep(row, t + 1)
+    row[t] = _LETTER_A + x
+    row[t + 1] = _NL
+    return t + 2
+
+
 @numba.njit(cache=True)
 def _recall_text_batch(
-    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, probe, balanced, pad
+    seed, batch, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi, dense, probe, balanced
 ):
     digits = 1
     while 10**digits <= m_hi - 1:
         digits += 1
     init_width = 3 * k_hi - 2 + 3 + k_hi * digits + 2 * (k_hi - 1) + 1
-    max_sup = ((n_hi + 1) if dense else 1) + ((k_hi - 1) if probe else 0)
+    max_sup = _max_queries(n_hi, k_hi, dense, probe)
     width = (3 * m_hi + 8) + init_width + 12 * n_hi + 20 * max_sup
-    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
-    offset = 0
-    meta = np.empty((5, batch), dtype=np.int64)
+    flat, starts, seq_lens, positions, answers, counts, meta = flat_buffers(batch, width, max_sup, 5)
+    lines = np.empty((n_hi + max_sup, 2), dtype=np.int64)
     bits = np.empty(m_hi, dtype=np.int64)
     addr = np.empty(26, dtype=np.int64)
     state = np.empty(1, dtype=np.uint64)
     for b in range(batch):
         seed_state(state, seed, b)
         m, n, k, q = _draw_knobs(state, m_lo, m_hi, n_lo, n_hi, k_lo, k_hi, q_lo, q_hi)
-        row = flat[offset : offset + width]
+        row = begin_row(flat, starts, seq_lens, b, width)
         t = put(row, 0, _BITS_OPEN)
         _draw_bits(state, bits, m, balanced)
         for j in range(m):
@@ -436,36 +467,11 @@ def _recall_text_batch(
             t = put_decimal(row, t, addr[v], _DIGIT0)
         row[t] = _NL
         t += 1
-        start = addr[q]
-        for line in range(n + 1):
-            if line > 0:
-                x, y = _draw_swap(state, k)
-                addr[x], addr[y] = addr[y], addr[x]
-                row[t] = _LETTER_A + x
-                t = _put_sep(row, t + 1)
-                row[t] = _LETTER_A + y
-                t = _put_assignment_equals(row, t + 1)
-                row[t] = _LETTER_A + y
-                t = _put_sep(row, t + 1)
-                row[t] = _LETTER_A + x
-                row[t + 1] = _NL
-                t += 2
-            if probe and line == 0:
-                for v in range(k):
-                    if v != q:
-                        t = _put_assert(row, t, v, positions, answers, counts, b, max_sup, bits[addr[v]])
-            if dense or line == n:
-                t = _put_assert(row, t, q, positions, answers, counts, b, max_sup, bits[addr[q]])
-        seq_lens[b] = t
-        starts[b] = offset
-        offset += t
-        meta[0, b] = m
-        meta[1, b] = n
-        meta[2, b] = k
-        meta[3, b] = q
-        meta[4, b] = addr[q] != start
-    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
-    return inputs, targets, mask, seq_lens, meta
+        n_lines, moved = _draw_lines(state, addr, k, n, q, dense, probe, lines)
+        for j in range(n_lines):
+            t = _put_line(row, t, lines[j, 0], lines[j, 1], bits, positions, answers, counts, b, max_sup)
+        end_row(seq_lens, meta, b, t, (m, n, k, q, np.int64(moved)))
+    return flat, starts, seq_lens, positions, answers, counts, meta
 
 
 @register
@@ -507,16 +513,15 @@ class StateBasedRecallText(Task):
 
     def _sample(self, seed, batch, ranges):
         _check_cross_knobs(ranges)
-        inputs, targets, mask, seq_lens, meta = _recall_text_batch(
+        buffers = _recall_text_batch(
             seed,
             batch,
             *_knob_args(ranges),
             self.supervision != "final",
             self.supervision == "probed",
             self.bits == "balanced",
-            self.pad_id,
         )
-        return pack_batch(inputs, targets, mask, seq_lens, _meta_dict(meta))
+        return code_batch(buffers, self.pad_id, _META, booleans=("moved",))
 
     def decode(self, batch: Batch, index: int) -> str:
         """The program text with every ``?`` replaced by its supervised answer."""

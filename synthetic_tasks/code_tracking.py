@@ -13,8 +13,8 @@ import numba
 import numpy as np
 
 from synthetic_tasks._rng import randint, seed_state, uniform
-from synthetic_tasks.base import Batch, Knob, Task, pack_batch, register
-from synthetic_tasks.code_common import flat_buffers, pack_rows, supervise
+from synthetic_tasks.base import Batch, Knob, Task, register
+from synthetic_tasks.code_common import begin_row, code_batch, draw_names, end_row, flat_buffers, supervise
 
 __all__ = ["VariableTracking"]
 
@@ -25,13 +25,11 @@ _CONST, _COPY, _ADD, _SWAP = range(4)
 
 @numba.njit(cache=True)
 def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_prob, tok):
-    """tok = (var0, equals, plus, comma, print, newline, pad); values are tokens 0 .. M-1."""
-    var0, equals, plus, comma, print_tok, newline, pad = tok
+    """tok = (var0, equals, plus, comma, print, newline); values are tokens 0 .. M-1."""
+    var0, equals, plus, comma, print_tok, newline = tok
     width = 4 * k_hi + 11 * n_hi + 3
     max_sup = n_hi + 1
-    flat, starts, seq_lens, positions, answers, counts = flat_buffers(batch, width, max_sup)
-    offset = 0
-    meta = np.empty((4, batch), dtype=np.int64)
+    flat, starts, seq_lens, positions, answers, counts, meta = flat_buffers(batch, width, max_sup, 4)
     names = np.arange(26)
     values = np.empty(26, dtype=np.int64)
     written = np.empty(26, dtype=np.int64)  # index of the statement that last wrote each variable
@@ -40,13 +38,8 @@ def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_p
         seed_state(state, seed, b)
         k = randint(state, k_lo, k_hi)
         n = randint(state, n_lo, n_hi)
-        # Partial Fisher-Yates on a fresh identity: names[:k] are k distinct letters.
-        for v in range(26):
-            names[v] = v
-        for v in range(k):
-            j = randint(state, v, 25)
-            names[v], names[j] = names[j], names[v]
-        row = flat[offset : offset + width]
+        draw_names(state, names, k)
+        row = begin_row(flat, starts, seq_lens, b, width)
         t = 0
         for v in range(k):
             values[v] = randint(state, 0, modulus - 1)
@@ -57,6 +50,7 @@ def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_p
             row[t + 3] = newline
             t += 4
         prints = 0
+        age = 0
         for s in range(1, n + 2):
             if s <= n:
                 kind = kinds[randint(state, 0, kinds.shape[0] - 1)]
@@ -108,15 +102,9 @@ def _tracking_batch(seed, batch, k_lo, k_hi, n_lo, n_hi, modulus, kinds, print_p
                 t += 3
                 prints += 1
                 if s == n + 1:
-                    meta[3, b] = n - written[z]
-        seq_lens[b] = t
-        starts[b] = offset
-        offset += t
-        meta[0, b] = k
-        meta[1, b] = n
-        meta[2, b] = prints
-    inputs, targets, mask = pack_rows(flat, starts, seq_lens, positions, answers, counts, max_sup, pad)
-    return inputs, targets, mask, seq_lens, meta
+                    age = n - written[z]
+        end_row(seq_lens, meta, b, t, (k, n, prints, age))
+    return flat, starts, seq_lens, positions, answers, counts, meta
 
 
 @register
@@ -190,14 +178,11 @@ class VariableTracking(Task):
 
     def _sample(self, seed, batch, ranges):
         kinds = np.array([STATEMENTS.index(s) for s in self.statements], dtype=np.int64)
-        tok = (self.VAR0, self.EQUALS, self.PLUS, self.COMMA, self.PRINT, self.NEWLINE, self.pad_id)
-        inputs, targets, mask, seq_lens, meta = _tracking_batch(
+        tok = (self.VAR0, self.EQUALS, self.PLUS, self.COMMA, self.PRINT, self.NEWLINE)
+        buffers = _tracking_batch(
             seed, batch, *ranges["num_vars"], *ranges["length"], self.modulus, kinds, self.print_prob, tok
         )
-        names = ("num_vars", "length", "num_prints", "age")
-        return pack_batch(
-            inputs, targets, mask, seq_lens, {key: meta[i].copy() for i, key in enumerate(names)}
-        )
+        return code_batch(buffers, self.pad_id, ("num_vars", "length", "num_prints", "age"))
 
     def decode(self, batch: Batch, index: int) -> str:
         """The program as Python (``x = (y + 3) % M`` for additions), each print with its answer."""
