@@ -9,12 +9,20 @@ config that constructs is one that builds.
 """
 
 import math
+import types
 from dataclasses import dataclass, fields
 
 POSITIONS = ("rope", "none")
 # Recurrent kernels: the Triton kernels, their plain-torch references, or "auto" (Triton on CUDA
 # tensors, torch elsewhere; checked against both).
 BACKENDS = ("auto", "triton", "torch")
+
+
+def field_type(annotation) -> type:
+    """The value type of a field: `float` for both `float` and the optional `float | None`."""
+    if isinstance(annotation, types.UnionType):
+        return next(t for t in annotation.__args__ if t is not type(None))
+    return annotation
 
 
 @dataclass(frozen=True)
@@ -38,20 +46,32 @@ class ModelConfig:
     rope_base: float = 10_000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # Optional fields: None means the layer's published default, and a field left at None stays out
+    # of run ids (`sweeps.grid.RunConfig`), so adding one keeps every earlier run's id.
+    # M's initial decay exp(-A dt): A ~ U[mamba_A_min, mamba_A_max] (paper: [1, 16]), softplus(dt_bias)
+    # log-uniform in [mamba_dt_min, mamba_dt_max] (paper: [1e-3, 0.1]), and the in-projection rows
+    # that make dt from the input drawn with std mamba_dt_std (paper: init_std, like every row).
+    mamba_A_min: float | None = None
+    mamba_A_max: float | None = None
+    mamba_dt_min: float | None = None
+    mamba_dt_max: float | None = None
+    mamba_dt_std: float | None = None
 
     def __post_init__(self):
         from architectures.mixers import MIXERS  # the mixers import torch; this module does not
 
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value, kind = getattr(self, f.name), field_type(f.type)
+            if value is None and kind is not f.type:
+                continue
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)  # one spelling per value, so that equal configs hash equal
                 object.__setattr__(self, f.name, value)
-            if isinstance(value, bool) != (f.type is bool) or not isinstance(value, f.type):
-                raise ValueError(f"{f.name} must be of type {f.type.__name__}, got {value!r}")
-            if f.type is int and value < 1:
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+                raise ValueError(f"{f.name} must be of type {kind.__name__}, got {value!r}")
+            if kind is int and value < 1:
                 raise ValueError(f"{f.name} must be a positive integer, got {value}")
-            if f.type is float and not (math.isfinite(value) and value > 0):
+            if kind is float and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{f.name} must be a positive finite number, got {value}")
         if not self.pattern:
             raise ValueError(f"pattern must be a non-empty string of mixer letters: {', '.join(MIXERS)}")

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One slice of GPU time for the studies, run on the GPU machine from the repo root:
 #   HXT_GIT_COMMIT=<commit> bash results/run_slice.sh OUT SECONDS STUDY [STUDY ...]
-# Each study resumes from results/STUDY/ (its committed store) in OUT/STUDY, runs until it is done
-# or SECONDS have passed since the slice began (SIGTERM: interrupted runs go back to pending), then
-# writes its report. Copy OUT/STUDY back over results/STUDY and commit it; the next slice resumes.
+# Each study resumes from results/STUDY/ (its committed store) in OUT/STUDY. The studies run side by
+# side (one driver each, sharing the GPU) until each is done or SECONDS have passed since the slice
+# began (SIGTERM: interrupted runs go back to pending); then each writes its status and, unless
+# HXT_SLICE_REPORT=0 (reports can be made on any machine from the store), its report. Copy
+# OUT/STUDY/hxt.sqlite back over results/STUDY/ and commit it; the next slice resumes.
 set -u
 out=${1:?output directory}
 budget=${2:?seconds for the slice}
@@ -14,14 +16,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 for study in "$@"; do
   mkdir -p "$out/$study"
   cp results/"$study"/hxt.sqlite* "$out/$study/" 2>/dev/null  # with any -wal a killed driver left
-  left=$(( budget - ($(date +%s) - start) ))
-  if [ "$left" -gt 20 ]; then
-    timeout --signal=TERM --kill-after=30 "$left" \
-      python3 -m sweeps.cli sweep run "sweeps/configs/$study.toml" --out "$out/$study" ${HXT_RUN_ARGS:-} \
-      2>&1 | tee "$out/$study/run.log" | tail -5
-  fi
+  timeout --signal=TERM --kill-after=30 "$budget" \
+    python3 -m sweeps.cli sweep run "sweeps/configs/$study.toml" --out "$out/$study" ${HXT_RUN_ARGS:-} \
+    > "$out/$study/run.log" 2>&1 &
+done
+wait
+for study in "$@"; do
   python3 -m sweeps.cli sweep status "$out/$study" > "$out/$study/status.txt" 2>&1
-  python3 -m sweeps.cli report "$out/$study" --out "$out/$study" > "$out/$study/report.log" 2>&1
-  tail -3 "$out/$study/status.txt"
+  if [ "${HXT_SLICE_REPORT:-1}" != 0 ]; then
+    python3 -m sweeps.cli report "$out/$study" --out "$out/$study" > "$out/$study/report.log" 2>&1
+  fi
+  echo "== $study"; tail -4 "$out/$study/run.log"; tail -3 "$out/$study/status.txt"
 done
 echo "slice: $(( $(date +%s) - start )) s"

@@ -44,7 +44,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from architectures.config import BACKENDS, ModelConfig
+from architectures.config import BACKENDS, ModelConfig, field_type
 from sweeps.files import read_text_file
 from synthetic_tasks import TASKS, make_task
 
@@ -60,7 +60,7 @@ GRID_MODEL_KEYS = {
     "d_model": "'sizes' (size_for picks the width)",
 }
 # The keys of [model] (and of an [[arch]]'s model table): every other ModelConfig field.
-MODEL_KEYS = {f.name: f.type for f in fields(ModelConfig) if f.name not in GRID_MODEL_KEYS}
+MODEL_KEYS = {f.name: field_type(f.type) for f in fields(ModelConfig) if f.name not in GRID_MODEL_KEYS}
 
 
 @dataclass(frozen=True)

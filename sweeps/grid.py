@@ -65,7 +65,7 @@ class RunConfig:
         return {
             "task": self.task.to_json(),
             "arch": self.arch,
-            "model": asdict(self.model),
+            "model": {k: v for k, v in asdict(self.model).items() if v is not None},
             "target_params": self.target_params,
             "lr": self.lr,
             "seed": self.seed,

@@ -79,3 +79,24 @@ def test_layer_matches_the_papers_equations(allow_neg_eigval):
     x = torch.randn(2, 9, 12)
     with torch.no_grad():
         torch.testing.assert_close(mixer(x), reference(mixer, x, allow_neg_eigval), atol=1e-4, rtol=1e-4)
+
+
+def test_initial_decay_follows_the_config_ranges_and_dt_rows():
+    fields = dict(mamba_A_min=1.0, mamba_A_max=2.0, mamba_dt_min=0.3, mamba_dt_max=0.7, mamba_dt_std=0.5)
+    mixer = Mamba2(small(n_heads=4, d_model=64, **fields))
+    before = mixer.in_proj.weight.detach().clone()
+    mixer.init_weights(torch.Generator().manual_seed(0))
+    A, dt = mixer.A_log.exp(), F.softplus(mixer.dt_bias)
+    assert ((A >= 1) & (A <= 2 + 1e-6)).all() and ((dt >= 0.3 - 1e-6) & (dt <= 0.7 + 1e-6)).all()
+    dt_rows = mixer.in_proj.weight[-4:]  # the rows that make dt, after z, x, B and C
+    assert 0.4 < dt_rows.std() < 0.6 and torch.equal(mixer.in_proj.weight[:-4], before[:-4])
+    paper = Mamba2(small(n_heads=4, d_model=64))
+    before = paper.in_proj.weight.detach().clone()
+    paper.init_weights(torch.Generator().manual_seed(0))
+    assert torch.equal(paper.in_proj.weight, before)  # left to the model's GPT-2 init
+
+
+@pytest.mark.parametrize("fields", [dict(mamba_A_min=3.0, mamba_A_max=2.0), dict(mamba_dt_min=0.2)])
+def test_inverted_initial_ranges_are_refused_naming_the_fields(fields):
+    with pytest.raises(ValueError, match="mamba_A_min <= mamba_A_max and mamba_dt_min <= mamba_dt_max"):
+        small(**fields)

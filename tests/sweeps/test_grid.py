@@ -111,3 +111,13 @@ def test_eval_bins_cover_both_ranges_with_their_ends():
     assert eval_bins((3, 5), (4, 8), 8) == [3, 4, 5, 6, 7, 8]
     bins = eval_bins((3, 40), (40, 256), 8)
     assert bins[0] == 3 and bins[-1] == 256 and bins == sorted(set(bins)) and 40 in bins
+
+
+def test_optional_model_fields_stay_out_of_the_id_until_set():
+    """Adding an optional ModelConfig field must keep earlier runs' ids; setting it must change them."""
+    run = expand(parse_sweep(TEXT))[0]
+    assert "mamba_dt_min" not in run.to_json()["model"]
+    assert RunConfig.from_json(run.to_json()).run_id == run.run_id
+    set_ = expand(parse_sweep(TEXT.replace("n_layers = 2", "n_layers = 2\nmamba_dt_min = 0.3")))[0]
+    assert set_.to_json()["model"]["mamba_dt_min"] == 0.3
+    assert set_.run_id != run.run_id and RunConfig.from_json(set_.to_json()) == set_
