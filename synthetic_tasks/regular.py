@@ -32,6 +32,35 @@ def _render(tokens, names) -> str:
     return " ".join(names[int(t)] for t in tokens)
 
 
+class _LengthTask(Task):
+    """A task of this module: one knob, the length, drawn first by every example; `_fill` writes a
+    batch into buffers `_width(longest length)` wide."""
+
+    family = "regular"
+    eval_axes = ("length",)
+
+    def _sample(self, seed, batch, ranges):
+        lo, hi = ranges["length"]
+        lengths = first_draws(seed, batch, lo, hi)
+        inputs, targets, mask = empty_batch(batch, self._width(int(lengths.max())), self.PAD)
+        self._fill(seed, lo, hi, inputs, targets, mask)
+        return Batch(inputs, targets, mask, {"length": lengths})
+
+    def _decode_final(self, batch: Batch, index: int, names: dict[int, str]) -> str:
+        """The example's tokens, then its one answer (the target at ``=``)."""
+        keep = batch.inputs[index] != self.PAD
+        answer = int(batch.targets[index][batch.loss_mask[index]][-1])
+        return f"{_render(batch.inputs[index][keep], names)} {answer}"
+
+    def _residue_tokens(self, n: int, count: int) -> range:
+        """The ids of `count` tokens after the residues 0 .. n-1 (which are also the answers), the
+        last of them the pad; sets the vocabulary and chance (1/n) to match."""
+        self.vocab_size = n + count
+        self.pad_id = self.PAD = n + count - 1
+        self.chance_accuracy = 1.0 / n
+        return range(n, n + count)
+
+
 @numba.njit(cache=True)
 def _fill_bits(seed, lo, hi, tagging, even_pairs, equals, inputs, targets, mask):
     """Random bit strings; answers are prefix parity (tagging) or parity / b1 != bL (final)."""
@@ -61,10 +90,8 @@ def _fill_bits(seed, lo, hi, tagging, even_pairs, equals, inputs, targets, mask)
             mask[b, n] = True
 
 
-class _BitTask(Task):
-    family = "regular"
+class _BitTask(_LengthTask):
     knobs = {"length": Knob(1, 65536, "number of bits L")}
-    eval_axes = ("length",)
     chance_accuracy = 0.5
     vocab_size = 4
     pad_id = 3
@@ -77,22 +104,19 @@ class _BitTask(Task):
         self.train_range = {"length": _LENGTH_TRAIN}
         self.eval_range = {"length": _LENGTH_EVAL}
 
-    def _sample(self, seed, batch, ranges):
-        lo, hi = ranges["length"]
-        lengths = first_draws(seed, batch, lo, hi)
-        inputs, targets, mask = empty_batch(batch, int(lengths.max()) + (not self._tagging), self.PAD)
+    def _width(self, longest: int) -> int:
+        return longest + (not self._tagging)
+
+    def _fill(self, seed, lo, hi, inputs, targets, mask):
         _fill_bits(seed, lo, hi, self._tagging, self._even_pairs, self.EQUALS, inputs, targets, mask)
-        return Batch(inputs, targets, mask, {"length": lengths})
 
     def decode(self, batch: Batch, index: int) -> str:
         names = {self.ZERO: "0", self.ONE: "1", self.EQUALS: "=", self.PAD: "_"}
+        if not self._tagging:
+            return self._decode_final(batch, index, names)
         keep = batch.inputs[index] != self.PAD
-        tokens = batch.inputs[index][keep]
-        answers = batch.targets[index][keep]
-        supervised = batch.loss_mask[index][keep]
-        if self._tagging:
-            return f"{_render(tokens, names)}\n→ {' '.join(str(a) for a in answers[supervised])}"
-        return f"{_render(tokens, names)} {int(answers[supervised][-1])}"
+        answers = batch.targets[index][batch.loss_mask[index]]
+        return f"{_render(batch.inputs[index][keep], names)}\n→ {' '.join(str(a) for a in answers)}"
 
 
 @register
@@ -157,7 +181,7 @@ def _fill_modular_arithmetic(seed, lo, hi, modulus, plus, equals, inputs, target
 
 
 @register
-class ModularArithmetic(Task):
+class ModularArithmetic(_LengthTask):
     """Modular arithmetic without brackets: ``n op n op .. n =`` with n in [0, M).
 
     Tokens: ``0 .. M-1`` (numbers, and the answer), ``M`` (+), ``M+1`` (−), ``M+2`` (×),
@@ -170,36 +194,27 @@ class ModularArithmetic(Task):
     """
 
     name = "modular_arithmetic"
-    family = "regular"
     knobs = {"length": Knob(1, 32768, "number of operands L")}
-    eval_axes = ("length",)
 
     def __init__(self, modulus: int = 5):
         self.modulus = int_param("modulus", modulus, 2, 1000)
-        self.PLUS, self.MINUS, self.TIMES = self.modulus, self.modulus + 1, self.modulus + 2
-        self.EQUALS, self.PAD = self.modulus + 3, self.modulus + 4
-        self.vocab_size = self.modulus + 5
-        self.pad_id = self.PAD
-        self.chance_accuracy = 1.0 / self.modulus
+        self.PLUS, self.MINUS, self.TIMES, self.EQUALS, _ = self._residue_tokens(self.modulus, 5)
         self.train_range = {"length": (2, 20)}
         self.eval_range = {"length": (20, 128)}
 
     def params(self) -> dict:
         return {"modulus": self.modulus}
 
-    def _sample(self, seed, batch, ranges):
-        lo, hi = ranges["length"]
-        lengths = first_draws(seed, batch, lo, hi)
-        inputs, targets, mask = empty_batch(batch, 2 * int(lengths.max()), self.PAD)
+    def _width(self, longest: int) -> int:
+        return 2 * longest
+
+    def _fill(self, seed, lo, hi, inputs, targets, mask):
         _fill_modular_arithmetic(seed, lo, hi, self.modulus, self.PLUS, self.EQUALS, inputs, targets, mask)
-        return Batch(inputs, targets, mask, {"length": lengths})
 
     def decode(self, batch: Batch, index: int) -> str:
         names = {i: str(i) for i in range(self.modulus)}
         names.update({self.PLUS: "+", self.MINUS: "-", self.TIMES: "*", self.EQUALS: "=", self.PAD: "_"})
-        keep = batch.inputs[index] != self.PAD
-        answer = int(batch.targets[index][batch.loss_mask[index]][-1])
-        return f"{_render(batch.inputs[index][keep], names)} {answer}   (mod {self.modulus})"
+        return f"{self._decode_final(batch, index, names)}   (mod {self.modulus})"
 
 
 @numba.njit(cache=True)
@@ -230,7 +245,7 @@ def _fill_cycle(seed, lo, hi, cycle, left, equals, inputs, targets, mask):
 
 
 @register
-class CycleNavigation(Task):
+class CycleNavigation(_LengthTask):
     """Cycle navigation: start at position 0 of a cycle of C positions, apply L moves.
 
     Tokens: ``0 .. C-1`` (positions: the answer), ``C`` (move −1), ``C+1`` (stay), ``C+2``
@@ -239,32 +254,23 @@ class CycleNavigation(Task):
     """
 
     name = "cycle_navigation"
-    family = "regular"
     knobs = {"length": Knob(1, 65536, "number of moves L")}
-    eval_axes = ("length",)
 
     def __init__(self, cycle: int = 5):
         self.cycle = int_param("cycle", cycle, 2, 1000)
-        self.LEFT, self.STAY, self.RIGHT = self.cycle, self.cycle + 1, self.cycle + 2
-        self.EQUALS, self.PAD = self.cycle + 3, self.cycle + 4
-        self.vocab_size = self.cycle + 5
-        self.pad_id = self.PAD
-        self.chance_accuracy = 1.0 / self.cycle
+        self.LEFT, self.STAY, self.RIGHT, self.EQUALS, _ = self._residue_tokens(self.cycle, 5)
         self.train_range = {"length": _LENGTH_TRAIN}
         self.eval_range = {"length": _LENGTH_EVAL}
 
     def params(self) -> dict:
         return {"cycle": self.cycle}
 
-    def _sample(self, seed, batch, ranges):
-        lo, hi = ranges["length"]
-        lengths = first_draws(seed, batch, lo, hi)
-        inputs, targets, mask = empty_batch(batch, int(lengths.max()) + 1, self.PAD)
+    def _width(self, longest: int) -> int:
+        return longest + 1
+
+    def _fill(self, seed, lo, hi, inputs, targets, mask):
         _fill_cycle(seed, lo, hi, self.cycle, self.LEFT, self.EQUALS, inputs, targets, mask)
-        return Batch(inputs, targets, mask, {"length": lengths})
 
     def decode(self, batch: Batch, index: int) -> str:
         names = {self.LEFT: "-1", self.STAY: "0", self.RIGHT: "+1", self.EQUALS: "=", self.PAD: "_"}
-        keep = batch.inputs[index] != self.PAD
-        answer = int(batch.targets[index][batch.loss_mask[index]][-1])
-        return f"{_render(batch.inputs[index][keep], names)} {answer}   (cycle of {self.cycle})"
+        return f"{self._decode_final(batch, index, names)}   (cycle of {self.cycle})"
