@@ -28,6 +28,16 @@ def _draw_sizes(seed, batch, lo_t, hi_t, lo_n, top_n):
     return lengths, pairs
 
 
+@numba.njit(cache=True, inline="always")
+def _push(k, scaled, small, large, n_small, n_large):
+    """Push column k onto `small` (scaled weight below 1) or `large`; returns both stacks' sizes."""
+    if scaled[k] < 1.0:
+        small[n_small] = k
+        return n_small + 1, n_large
+    large[n_large] = k
+    return n_small, n_large + 1
+
+
 @numba.njit(cache=True)
 def _alias_table(weights):
     """Walker's alias table (Vose's construction) for drawing index k with probability
@@ -41,12 +51,7 @@ def _alias_table(weights):
     large = np.empty(size, dtype=np.int64)
     n_small = n_large = 0
     for k in range(size):
-        if scaled[k] < 1.0:
-            small[n_small] = k
-            n_small += 1
-        else:
-            large[n_large] = k
-            n_large += 1
+        n_small, n_large = _push(k, scaled, small, large, n_small, n_large)
     while n_small > 0 and n_large > 0:
         n_small -= 1
         n_large -= 1
@@ -54,12 +59,7 @@ def _alias_table(weights):
         keep[low] = scaled[low]
         alias[low] = high
         scaled[high] -= 1.0 - scaled[low]
-        if scaled[high] < 1.0:
-            small[n_small] = high
-            n_small += 1
-        else:
-            large[n_large] = high
-            n_large += 1
+        n_small, n_large = _push(high, scaled, small, large, n_small, n_large)
     return keep, alias
 
 
