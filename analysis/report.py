@@ -193,46 +193,49 @@ def task_blocks(analysis: Analysis, task: str, colours: dict, figure_dir: Path) 
     ]
     for note in analysis.notes.get(task, []):
         blocks.append(Prose(f"Note: {note}."))
-    if any(t == task for (t, _, _) in analysis.solve_fits):
-        blocks += [
-            Prose(
-                "Token accuracy against non-embedding parameters (log axis), one point per seed, with "
-                "a logistic rising from chance to 1 and its 95 % bootstrap band over seeds. The table "
-                f"gives the size where the fit reaches {HORIZON_THRESHOLD}; when every size (or none) "
-                "reaches it the size lies outside the range tried and only the bound is printed. The "
-                "last rows use the state the model carries at the evaluation length instead of "
-                "parameters (recurrent state, or the KV cache for attention), in elements: the memory "
-                "an architecture needs to generalise."
-            ),
-            Figure(
-                plots.size_to_solve(
-                    analysis.best, analysis.solve_fits, task, colours, figure_dir / f"solve_{slug}.png"
-                ),
-                f"{task}: size to solve",
-            ),
-            Table(solve_table(analysis, task)),
-        ]
-    else:
-        blocks.append(Prose("Skipped: the size-to-solve fit needs runs at two or more sizes."))
+    blocks += _fit_blocks(
+        analysis, task, colours, figure_dir / f"solve_{slug}.png", "size to solve", analysis.solve_fits,
+        plots.size_to_solve, solve_table,
+    )  # fmt: skip
     blocks.append(Heading("Loss scaling", 3))
-    if any(t == task for (t, _) in analysis.power_fits):
-        blocks += [
-            Prose(
-                "In-range evaluation loss against parameters (log-log), one point per seed, with "
-                "`L(N) = E + A/N^α` fitted in log space (Huber loss, multi-start L-BFGS) and its 95 % "
-                "bootstrap band. α is how fast loss falls with size; E is the loss no size removes."
-            ),
-            Figure(
-                plots.scaling(
-                    analysis.best, analysis.power_fits, task, colours, figure_dir / f"scaling_{slug}.png"
-                ),
-                f"{task}: loss scaling",
-            ),
-            Table(scaling_table(analysis, task)),
-        ]
-    else:
-        blocks.append(Prose("Skipped: the loss-scaling fit needs runs at three or more sizes."))
+    blocks += _fit_blocks(
+        analysis, task, colours, figure_dir / f"scaling_{slug}.png", "loss scaling", analysis.power_fits,
+        plots.scaling, scaling_table,
+    )  # fmt: skip
     return blocks
+
+
+# Per kind of fit: what it needs, and what its figure and table show.
+_FIT_TEXT = {
+    "size to solve": (
+        "two or more sizes",
+        "Token accuracy against non-embedding parameters (log axis), one point per seed, with "
+        "a logistic rising from chance to 1 and its 95 % bootstrap band over seeds. The table "
+        f"gives the size where the fit reaches {HORIZON_THRESHOLD}; when every size (or none) "
+        "reaches it the size lies outside the range tried and only the bound is printed. The "
+        "last rows use the state the model carries at the evaluation length instead of "
+        "parameters (recurrent state, or the KV cache for attention), in elements: the memory "
+        "an architecture needs to generalise.",
+    ),
+    "loss scaling": (
+        "three or more sizes",
+        "In-range evaluation loss against parameters (log-log), one point per seed, with "
+        "`L(N) = E + A/N^α` fitted in log space (Huber loss, multi-start L-BFGS) and its 95 % "
+        "bootstrap band. α is how fast loss falls with size; E is the loss no size removes.",
+    ),
+}
+
+
+def _fit_blocks(
+    analysis: Analysis, task: str, colours: dict, path: Path, kind: str, fits: dict, plot, table
+) -> list[Block]:
+    """The body of a fit's section: what it shows, its figure (`plot`, saved at `path`) and its
+    `table`, or why `task` has no fit of this `kind`."""
+    needs, prose = _FIT_TEXT[kind]
+    if not any(key[0] == task for key in fits):
+        return [Prose(f"Skipped: the {kind.replace(' ', '-')} fit needs runs at {needs}.")]
+    figure = Figure(plot(analysis.best, fits, task, colours, path), f"{task}: {kind}")
+    return [Prose(prose), figure, Table(table(analysis, task))]
 
 
 METHOD = (
@@ -258,17 +261,13 @@ METHOD = (
 
 
 def render_markdown(blocks: list[Block], out: Path) -> str:
-    parts = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"{'#' * block.level} {block.text}")
-        elif isinstance(block, Prose):
-            parts.append(block.text)
-        elif isinstance(block, Table):
-            parts.append(markdown_table(block.frame))
-        else:
-            parts.append(f"![{block.caption}]({block.path.relative_to(out).as_posix()})")
-    return "\n\n".join(parts) + "\n"
+    render = {
+        Heading: lambda block: f"{'#' * block.level} {block.text}",
+        Prose: lambda block: block.text,
+        Table: lambda block: markdown_table(block.frame),
+        Figure: lambda block: f"![{block.caption}]({block.path.relative_to(out).as_posix()})",
+    }
+    return "\n\n".join(render[type(block)](block) for block in blocks) + "\n"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -282,26 +281,35 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def render_html(blocks: list[Block], title: str) -> str:
-    body = []
+    """The page with its head on one line and one line per section (a heading of level 1 or 2 and
+    the blocks under it): the fixed parts of the page then make no runs of lines that every
+    committed report repeats, and two versions of a report differ section by section."""
+    render = {
+        Heading: lambda block: f"<h{block.level}>{html.escape(block.text)}</h{block.level}>",
+        Prose: lambda block: _prose_html(block.text),
+        Table: lambda block: html_table(block.frame),
+        Figure: _figure_html,
+    }
+    sections: list[list[str]] = []
     for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Prose):
-            body.append(_prose_html(block.text))
-        elif isinstance(block, Table):
-            body.append(html_table(block.frame))
-        else:
-            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
-            caption = html.escape(block.caption)
-            body.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
+        if not sections or (isinstance(block, Heading) and block.level <= 2):
+            sections.append([])
+        sections[-1].append(render[type(block)](block))
     return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join("".join(section) for section in sections)
+        + "\n</body></html>\n"
+    )
+
+
+def _figure_html(figure: Figure) -> str:
+    """The PNG embedded as a data URI."""
+    data = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+    caption = html.escape(figure.caption)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+        f"<figcaption>{caption}</figcaption></figure>"
     )
 
 
@@ -358,7 +366,7 @@ def _prose_html(text: str) -> str:
             paragraphs.append(f"<p>{_inline_html(line)}</p>")
     if bullets:
         paragraphs.append("<ul>" + "".join(bullets) + "</ul>")
-    return "\n".join(paragraphs)
+    return "".join(paragraphs)
 
 
 def _inline_html(text: str) -> str:
