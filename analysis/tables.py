@@ -256,9 +256,9 @@ def scaling_table(analysis: Analysis, task: str) -> pd.DataFrame:
         rows.append(
             (
                 arch,
-                _fmt_interval(fit.E, *fit.ci["E"], digits=3),
-                _fmt_sci_interval(fit.A, *fit.ci["A"]),
-                _fmt_interval(fit.alpha, *fit.ci["alpha"], digits=3),
+                _fmt_interval(fit.E, *fit.ci["E"]),
+                _fmt_interval(fit.A, *fit.ci["A"], ".3g"),
+                _fmt_interval(fit.alpha, *fit.ci["alpha"]),
                 f"{format_count(fit.n_min)} – {format_count(fit.n_max)}",
             )
         )
@@ -294,26 +294,17 @@ def _fmt_int(value: float) -> str:
     return "—" if pd.isna(value) else f"{int(value)}"
 
 
-def _fmt_interval(value: float, lo: float, hi: float, digits: int = 3) -> str:
+def _fmt_interval(value: float, lo: float, hi: float, spec: str = ".3f", no_ci: str = "") -> str:
+    """``value [lo, hi]`` in the format `spec`; without an interval the value then `no_ci`."""
     if pd.isna(value):
         return "—"
     if pd.isna(lo) or pd.isna(hi):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def _fmt_sci_interval(value: float, lo: float, hi: float) -> str:
-    if pd.isna(lo) or pd.isna(hi):
-        return f"{value:.3g}"
-    return f"{value:.3g} [{lo:.3g}, {hi:.3g}]"
+        return f"{value:{spec}}{no_ci}"
+    return f"{value:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def _fmt_gap(value: float, lo: float, hi: float) -> str:
-    if pd.isna(value):
-        return "—"
-    if pd.isna(lo) or pd.isna(hi):
-        return f"{value:+.3f} (no CI)"
-    return f"{value:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return _fmt_interval(value, lo, hi, "+.3f", " (no CI)")
 
 
 def _fmt_range(lo: float, hi: float, seeds: int) -> str:
