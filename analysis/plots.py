@@ -138,23 +138,14 @@ def size_to_solve(
     colours: dict[str, tuple],
     path: Path,
 ) -> Path:
-    """Token accuracy vs parameters, per seed, with the logistic fits and their bootstrap bands."""
+    """Token accuracy vs parameters, per seed, with the logistic fits and their bootstrap bands: in
+    range on the left, out of range on the right, with chance and the target accuracy marked."""
     rows = best[best["task_label"] == task]
     fig = Figure(figsize=(11.0, 4.4), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    grid = np.logspace(np.log10(rows["n_params"].min()), np.log10(rows["n_params"].max()), 100)
     for ax, region, title in zip(axes, ("in", "out"), ("in range", "out of range")):
-        for arch in arch_order(rows["arch"]):
-            points = rows[rows["arch"] == arch]
-            ax.scatter(
-                points["n_params"], points[f"tok_{region}"], s=14, color=colours[arch], alpha=0.7, label=arch
-            )
-            fit = fits.get((task, arch, region))
-            if fit is not None:
-                ax.plot(grid, fit.predict(grid), color=colours[arch], lw=1.5)
-                if len(fit.boot):
-                    lo, hi = fit.band(grid)
-                    ax.fill_between(grid, lo, hi, color=colours[arch], alpha=0.15, lw=0)
+        region_fits = {arch: fits.get((task, arch, region)) for arch in colours}
+        _seeds_and_fits(ax, rows, f"tok_{region}", region_fits, colours)
         ax.axhline(rows["chance"].mean(), color="0.4", ls=":", lw=1, label="chance")
         ax.axhline(HORIZON_THRESHOLD, color="0.4", ls="--", lw=0.8, label="target 0.9")
         ax.set_xscale("log")
@@ -180,16 +171,7 @@ def scaling(
     rows = best[best["task_label"] == task]
     fig = Figure(figsize=(7.5, 4.2), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    grid = np.logspace(np.log10(rows["n_params"].min()), np.log10(rows["n_params"].max()), 100)
-    for arch in arch_order(rows["arch"]):
-        points = rows[rows["arch"] == arch]
-        ax.scatter(points["n_params"], points["loss_in"], s=14, color=colours[arch], alpha=0.7, label=arch)
-        fit = fits.get((task, arch))
-        if fit is not None:
-            ax.plot(grid, fit.predict(grid), color=colours[arch], lw=1.5)
-            if len(fit.boot):
-                lo, hi = fit.band(grid)
-                ax.fill_between(grid, lo, hi, color=colours[arch], alpha=0.15, lw=0)
+    _seeds_and_fits(ax, rows, "loss_in", {arch: fits.get((task, arch)) for arch in colours}, colours)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("non-embedding parameters")
@@ -198,6 +180,21 @@ def scaling(
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"{task}: loss scaling L(N) = E + A/N^α (95 % bootstrap band)")
     return _save(fig, path)
+
+
+def _seeds_and_fits(ax, rows: pd.DataFrame, column: str, fits: dict, colours: dict[str, tuple]) -> None:
+    """`column` against parameters, one point per seed, and each architecture's fit (fits[arch],
+    None where it has none) with its bootstrap band, over the parameter range of `rows`."""
+    grid = np.logspace(np.log10(rows["n_params"].min()), np.log10(rows["n_params"].max()), 100)
+    for arch in arch_order(rows["arch"]):
+        points = rows[rows["arch"] == arch]
+        ax.scatter(points["n_params"], points[column], s=14, color=colours[arch], alpha=0.7, label=arch)
+        fit = fits[arch]
+        if fit is not None:
+            ax.plot(grid, fit.predict(grid), color=colours[arch], lw=1.5)
+            if len(fit.boot):
+                lo, hi = fit.band(grid)
+                ax.fill_between(grid, lo, hi, color=colours[arch], alpha=0.15, lw=0)
 
 
 def _save(fig: Figure, path: Path) -> Path:
