@@ -13,6 +13,11 @@ from synthetic_tasks import TASKS, make_task
 
 app = typer.Typer(no_args_is_help=True)
 
+# `show` and `export` take a task name, then knobs and structural parameters as options of their own
+# (`_parse_extra_options`), which Click must pass through.
+_TASK_NAME = typer.Argument(..., help="Task name (see `hxt tasks list`).")
+_EXTRA_OPTIONS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
 
 def _fmt_range(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
@@ -100,13 +105,10 @@ def list_tasks() -> None:
     Console(width=160).print(table)
 
 
-@app.command(
-    "show",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+@app.command("show", context_settings=_EXTRA_OPTIONS)
 def show(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Task name (see `hxt tasks list`)."),
+    name: str = _TASK_NAME,
     seed: int = typer.Option(0, help="Seed of the batch."),
     n: int = typer.Option(3, help="Number of examples to print."),
 ) -> None:
@@ -130,13 +132,10 @@ def show(
         typer.echo(task.decode(batch, index))
 
 
-@app.command(
-    "export",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+@app.command("export", context_settings=_EXTRA_OPTIONS)
 def export(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Task name (see `hxt tasks list`)."),
+    name: str = _TASK_NAME,
     n: int = typer.Option(..., "--n", help="Number of examples."),
     out: Path = typer.Option(..., help="File to write: .parquet, .jsonl or .csv."),
     seed: int = typer.Option(0, help="Seed; the same seed, n and knobs always give the same rows."),
