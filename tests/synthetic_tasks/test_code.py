@@ -18,6 +18,24 @@ bit_draws = st.sampled_from(["random", "balanced"])
 VARS = "abcdefghijklmnopqrstuvwxyz"
 
 
+def _recall_draws(m: tuple[int, int], n: tuple[int, int], k: tuple[int, int]):
+    """`given` a recall task's seed, supervision, bits and m, n (swaps), k (variables) in these ranges."""
+    return given(
+        seed=seeds,
+        supervision=supervisions,
+        bits_param=bit_draws,
+        m=st.integers(*m),
+        n=st.integers(*n),
+        k=st.integers(*k),
+    )
+
+
+def _recall_batch(name: str, size: int, seed, supervision, bits_param, m, n, k):
+    """(task, batch) of `size` examples of recall task `name` with exactly m bits, n swaps, k variables."""
+    task = make_task(name, supervision=supervision, bits=bits_param)
+    return task, task.sample(seed, size, m=m, num_swaps=n, num_vars=k)
+
+
 def _tokens(task, batch, index) -> list[int]:
     row = batch.inputs[index]
     return [int(x) for x in row[row != task.pad_id]]
@@ -59,17 +77,9 @@ def _ones_allowed(bits: str, m: int) -> range:
     return range(m // 2, (m + 1) // 2 + 1) if bits == "balanced" else range(m + 1)
 
 
-@given(
-    seed=seeds,
-    supervision=supervisions,
-    bits_param=bit_draws,
-    m=st.integers(5, 80),
-    n=st.integers(0, 20),
-    k=st.integers(2, 5),
-)
+@_recall_draws(m=(5, 80), n=(0, 20), k=(2, 5))
 def test_state_based_recall_stepwise_simulation_and_meta(seed, supervision, bits_param, m, n, k):
-    task = make_task("state_based_recall", supervision=supervision, bits=bits_param)
-    batch = task.sample(seed, 4, m=m, num_swaps=n, num_vars=k)
+    task, batch = _recall_batch("state_based_recall", 4, seed, supervision, bits_param, m, n, k)
     for i in range(4):
         tokens = _tokens(task, batch, i)
         bits, addresses, events = _recall_token_program(task, tokens)
@@ -105,17 +115,9 @@ def _text_program(task, batch, index) -> str:
     return "".join(task.CHARS[t] for t in _tokens(task, batch, index))
 
 
-@given(
-    seed=seeds,
-    supervision=supervisions,
-    bits_param=bit_draws,
-    m=st.integers(6, 40),
-    n=st.integers(0, 12),
-    k=st.integers(2, 6),
-)
+@_recall_draws(m=(6, 40), n=(0, 12), k=(2, 6))
 def test_state_based_recall_text_is_python_that_asserts_the_answers(seed, supervision, bits_param, m, n, k):
-    task = make_task("state_based_recall_text", supervision=supervision, bits=bits_param)
-    batch = task.sample(seed, 3, m=m, num_swaps=n, num_vars=k)
+    task, batch = _recall_batch("state_based_recall_text", 3, seed, supervision, bits_param, m, n, k)
     for i in range(3):
         text = _text_program(task, batch, i)
         supervised = _supervised(batch, i)
