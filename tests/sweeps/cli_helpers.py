@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -17,37 +18,37 @@ from sweeps.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Two tiny CPU runs; `steps` large makes runs that outlast a test's signals.
-TINY = """
-name = "tiny"
-patterns = ["A"]
-sizes = [2500]
-lrs = [3e-3]
-seeds = {seeds}
-device = "cpu"
-max_attempts = {max_attempts}
-[model]
-n_layers = 1
-n_heads = 2
-[train]
-batch_size = 8
-steps = {steps}
-warmup = 2
-log_every = 5
-eval_examples_per_bin = 16
-eval_bins = 3
-[[task]]
-name = "parity"
-train = {{ length = [2, 6] }}
-eval = {{ length = [2, 12] }}
-"""
+def sweep_toml(*, model: dict, train: dict, task: dict, arch: tuple[dict, ...] = (), **top) -> str:
+    """A sweep file: the top-level keys `top`, the [model] and [train] tables, each [[arch]] table
+    and the one [[task]] table (a dict value becomes an inline table)."""
+
+    def value(item) -> str:
+        if isinstance(item, dict):
+            return "{ " + ", ".join(f"{key} = {value(v)}" for key, v in item.items()) + " }"
+        return json.dumps(item)
+
+    def keys(table: dict) -> list[str]:
+        return [f"{key} = {value(v)}" for key, v in table.items()]
+
+    lines = [*keys(top), "[model]", *keys(model), "[train]", *keys(train)]
+    for table in arch:
+        lines += ["[[arch]]", *keys(table)]
+    return "\n".join([*lines, "[[task]]", *keys(task)]) + "\n"
 
 
 def sweep_file(
     directory: Path, seeds=(0, 1), steps: int = 20, max_attempts: int = 2, name="tiny.toml"
 ) -> Path:
+    """Two tiny CPU runs of parity; `steps` large makes runs that outlast a test's signals."""
     path = directory / name
-    path.write_text(TINY.format(seeds=list(seeds), steps=steps, max_attempts=max_attempts))
+    text = sweep_toml(
+        name="tiny", patterns=["A"], sizes=[2500], lrs=[3e-3], seeds=list(seeds), device="cpu",
+        max_attempts=max_attempts, model={"n_layers": 1, "n_heads": 2},
+        train={"batch_size": 8, "steps": steps, "warmup": 2, "log_every": 5, "eval_examples_per_bin": 16,
+               "eval_bins": 3},
+        task={"name": "parity", "train": {"length": [2, 6]}, "eval": {"length": [2, 12]}},
+    )  # fmt: skip
+    path.write_text(text)
     return path
 
 

@@ -12,49 +12,18 @@ from sweeps.grid import expand
 from sweeps.pack import Stack, _features, _fit, _FoldIntoBatch, estimate_gpu_seconds, form_packs
 from sweeps.train import bucket_length, pad_batches, run, run_pack
 from synthetic_tasks import derive_seed, make_task
-
-SWEEP = """
-name = "pack"
-sizes = [{size}]
-lrs = {lrs}
-seeds = {seeds}
-device = "{device}"
-patterns = ["{pattern}"]
-{variant}
-[model]
-n_layers = 1
-n_heads = 2
-[train]
-batch_size = {batch}
-steps = {steps}
-warmup = 10
-log_every = 10
-early_stop_acc = {stop}
-early_stop_window = 5
-eval_examples_per_bin = 24
-eval_batch_size = 16
-eval_bins = 2
-[[task]]
-name = "parity"
-train = {{ length = [2, 12] }}
-eval = {{ length = [2, 20] }}
-"""
-
-
-VARIANT = """
-[[arch]]
-name = "{pattern}-noneg"
-pattern = "{pattern}"
-neg_eigval = false
-"""
+from tests.sweeps.cli_helpers import sweep_toml
 
 
 def _runs(pattern="G", lrs=(1e-3, 3e-3), seeds=(0, 1), steps=45, size=3000, noneg=False, device="cpu",
           stop=0.6, batch=16):  # fmt: skip
-    variant = VARIANT.format(pattern=pattern) if noneg else ""
-    text = SWEEP.format(
-        pattern=pattern, variant=variant, lrs=list(lrs), seeds=list(seeds), steps=steps, size=size,
-        device=device, stop=stop, batch=batch,
+    arch = ({"name": f"{pattern}-noneg", "pattern": pattern, "neg_eigval": False},) if noneg else ()
+    text = sweep_toml(
+        name="pack", sizes=[size], lrs=list(lrs), seeds=list(seeds), device=device, patterns=[pattern],
+        arch=arch, model={"n_layers": 1, "n_heads": 2},
+        train={"batch_size": batch, "steps": steps, "warmup": 10, "log_every": 10, "early_stop_acc": stop,
+               "early_stop_window": 5, "eval_examples_per_bin": 24, "eval_batch_size": 16, "eval_bins": 2},
+        task={"name": "parity", "train": {"length": [2, 12]}, "eval": {"length": [2, 20]}},
     )  # fmt: skip
     return expand(parse_sweep(text))
 

@@ -7,24 +7,14 @@ from sweeps.config import parse_sweep
 from sweeps.grid import expand
 from sweeps.runner import shared_settings
 from sweeps.store import APPLICATION_ID, Store, runs_hash
-
-TEXT = """
-name = "s"
-patterns = ["A"]
-sizes = [20000]
-lrs = [1e-3]
-seeds = {seeds}
-[model]
-n_layers = 2
-[train]
-steps = {steps}
-[[task]]
-name = "parity"
-"""
+from tests.sweeps.cli_helpers import sweep_toml
 
 
 def _sweep(seeds=(0, 1, 2), steps=1000):
-    text = TEXT.format(seeds=list(seeds), steps=steps)
+    text = sweep_toml(
+        name="s", patterns=["A"], sizes=[20000], lrs=[1e-3], seeds=list(seeds), model={"n_layers": 2},
+        train={"steps": steps}, task={"name": "parity"},
+    )  # fmt: skip
     config = parse_sweep(text)
     meta = {
         "name": config.name,
