@@ -186,7 +186,8 @@ class VariableTracking(Task):
 
     def decode(self, batch: Batch, index: int) -> str:
         """The program as Python (``x = (y + 3) % M`` for additions), each print with its answer."""
-        symbols = {self.EQUALS: "=", self.PLUS: "+", self.COMMA: ",", self.PRINT: "print"}
+        # The word of every token but NEWLINE and pad, by id: values, variables, then the symbols.
+        vocabulary = [*map(str, range(self.modulus)), *_VAR_NAMES, "=", "+", ",", "print"]
         row = batch.inputs[index]
         lines, words = [f"# M={self.modulus}, answers after '# ->'"], []
         for t, tok in enumerate(int(x) for x in row):
@@ -200,10 +201,6 @@ class VariableTracking(Task):
                 else:
                     lines.append(" ".join(words).replace(" ,", ","))
                 words = []
-            elif tok < self.VAR0:
-                words.append(str(tok))
-            elif tok < self.VAR0 + 26:
-                words.append(_VAR_NAMES[tok - self.VAR0])
             else:
-                words.append(symbols[tok])
+                words.append(vocabulary[tok])
         return "\n".join(lines)
