@@ -43,13 +43,26 @@ from sweeps.pack import estimate_gpu_seconds  # noqa: E402
 from sweeps.runner import git_commit, run_sweep  # noqa: E402
 from sweeps.store import Store  # noqa: E402
 
-PARITY = """
-name = "bench-parity-{mode}"
+# Both grids: GRID, then the grid's own tables from GRID_TABLES.
+GRID = """
+name = "bench-{name}-{mode}"
 patterns = ["A", "G", "M"]
 sizes = [{size}]
 lrs = [1e-3, 3e-3]
 seeds = [0, 1]
 device = "{device}"
+[model]
+n_layers = {layers}
+[train]
+batch_size = {batch}
+steps = {steps}
+warmup = {warmup}
+log_every = 100
+{extra}
+"""
+
+GRID_TABLES = {
+    "parity": """
 [[arch]]
 name = "G-noneg"
 pattern = "G"
@@ -58,40 +71,18 @@ neg_eigval = false
 name = "M-noneg"
 pattern = "M"
 neg_eigval = false
-[model]
-n_layers = {layers}
-[train]
-batch_size = {batch}
-steps = {steps}
-warmup = {warmup}
-log_every = 100
-{extra}
 [[task]]
 name = "parity"
 train = {{ length = [3, 40] }}
 eval = {{ length = [3, {eval_hi}] }}
-"""
-
-SBR = """
-name = "bench-sbr-{mode}"
-patterns = ["A", "G", "M"]
-sizes = [{size}]
-lrs = [1e-3, 3e-3]
-seeds = [0, 1]
-device = "{device}"
-[model]
-n_layers = {layers}
-[train]
-batch_size = {batch}
-steps = {steps}
-warmup = {warmup}
-log_every = 100
-{extra}
+""",
+    "sbr": """
 [[task]]
 name = "state_based_recall"
 params = {{ supervision = "dense" }}
 eval_axes = ["num_swaps", "m"]
-"""
+""",
+}
 
 
 class GpuSampler:
@@ -127,14 +118,14 @@ class GpuSampler:
         return sum(u for u, _ in self.samples) / len(self.samples), max(m for _, m in self.samples)
 
 
-def measure(name: str, template: str, mode: str, args, gpus: int, workdir: Path) -> dict:
+def measure(name: str, mode: str, args, gpus: int, workdir: Path) -> dict:
     steps = args.parity_steps if name == "parity" else args.sbr_steps
     batch = args.parity_batch if name == "parity" else args.sbr_batch
     small = args.smoke
     extra = ["capture = false"] if mode == "today" else []
     extra += ["eval_examples_per_bin = 16", "eval_bins = 3"] if small else []
-    text = template.format(
-        mode=mode, device=args.device, steps=steps, warmup=max(1, steps // 10), batch=batch,
+    text = (GRID + GRID_TABLES[name]).format(
+        name=name, mode=mode, device=args.device, steps=steps, warmup=max(1, steps // 10), batch=batch,
         extra="\n".join(extra), eval_hi=20 if small else 80,
         size=3000 if small else (100_000 if name == "parity" else 400_000),
         layers=1 if small else (2 if name == "parity" else 4),
@@ -234,12 +225,11 @@ def main() -> None:
         import torch
 
         device_name = f"{gpus} x {torch.cuda.get_device_name(0)}"
-    grids = {"parity": PARITY, "sbr": SBR}
     results = {}
     with tempfile.TemporaryDirectory(prefix="hxt-bench-") as tmp:
         for name in args.grids.split(","):
             for mode in args.modes.split(","):
-                results[name, mode] = measure(name, grids[name], mode, args, gpus, Path(tmp))
+                results[name, mode] = measure(name, mode, args, gpus, Path(tmp))
                 r = results[name, mode]
                 counts = {}
                 for row in r["rows"]:
