@@ -57,11 +57,19 @@ def desc_host_kernel(d_q, d_k, d_h, d_d, d_o, T, H, K: tl.constexpr, V: tl.const
 
 
 @triton.jit
-def block_ptr_kernel(q, k, hs, dlt, o, T, H, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr):
+def _program_slice(T, H, C: tl.constexpr):
+    """This program's chunk i_t and (batch, head) i_bh, the chunk count NT, and bos, the first row of
+    its (batch, head) slice of a [B, T, H, ·] tensor."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, C)
     bos = (i_b * T * H + i_h).to(tl.int64)
+    return i_t, i_bh, NT, bos
+
+
+@triton.jit
+def block_ptr_kernel(q, k, hs, dlt, o, T, H, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr):
+    i_t, i_bh, NT, bos = _program_slice(T, H, C)
     p_q = tl.make_block_ptr(q + bos * K, (T, K), (H * K, 1), (i_t * C, 0), (C, K), (1, 0))
     p_k = tl.make_block_ptr(k + bos * K, (T, K), (H * K, 1), (i_t * C, 0), (C, K), (1, 0))
     p_d = tl.make_block_ptr(dlt + bos * V, (T, V), (H * V, 1), (i_t * C, 0), (C, V), (1, 0))
@@ -80,10 +88,7 @@ def block_ptr_kernel(q, k, hs, dlt, o, T, H, K: tl.constexpr, V: tl.constexpr, C
 
 @triton.jit
 def pointer_kernel(q, k, hs, dlt, o, T, H, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr):
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    NT = tl.cdiv(T, C)
-    bos = (i_b * T * H + i_h).to(tl.int64)
+    i_t, i_bh, NT, bos = _program_slice(T, H, C)
     q, k = q + bos * K, k + bos * K
     dlt, o = dlt + bos * V, o + bos * V
     hs = hs + (i_bh * NT + i_t).to(tl.int64) * K * V
