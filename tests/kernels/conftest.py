@@ -78,6 +78,14 @@ def ssd_inputs(B, T, H, G, K, V, *, seed=0, dta=None) -> dict[str, torch.Tensor]
     )
 
 
+def wide_batch() -> tuple[tuple[int, int, int, int, int], dict]:
+    """(B, T, H, K, V) of a batch whose B·H = 70000 (batch, head) programs are more than a launch
+    grid's axis 1 or 2 can take (65535), and the keyword arguments of torch.randn / torch.rand that
+    draw its inputs on the GPU from a seeded generator."""
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    return (35_000, 20, 2, 16, 16), dict(device="cuda", generator=generator)
+
+
 def placed(inputs, dtype=None, *, device=DEVICE, **dtypes) -> dict[str, torch.Tensor]:
     """The inputs on `device`, each in dtypes[name], else `dtype`, else its own; the states of half-
     precision inputs stay fp32 unless named."""

@@ -20,6 +20,7 @@ from tests.kernels.conftest import (
     placed,
     rel_rms,
     run_outside_interpreter,
+    wide_batch,
 )
 
 F32, BF16 = torch.float32, torch.bfloat16
@@ -302,10 +303,8 @@ def test_gpu_fp32_large_heads(K, V):
 
 @pytest.mark.gpu
 def test_gpu_batch_times_heads_past_65535():
-    # B·H = 70000 programs per (chunk, V-block): more than a grid's axis 1 or 2 could take.
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    B, T, H, K, V = 35_000, 20, 2, 16, 16
-    kw = dict(device="cuda", generator=gen)
+    # One program per (batch, head) for each (chunk, V-block): more than a grid axis takes.
+    (B, T, H, K, V), kw = wide_batch()
     inputs = dict(
         q=torch.randn(B, T, H, K, **kw), k=torch.randn(B, T, H, K, **kw), v=torch.randn(B, T, H, V, **kw),
         g=-torch.rand(B, T, H, **kw), beta=2 * torch.rand(B, T, H, **kw),

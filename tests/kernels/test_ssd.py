@@ -14,6 +14,7 @@ from tests.kernels.conftest import (
     rel_rms,
     run_outside_interpreter,
     ssd_inputs,
+    wide_batch,
 )
 
 F32, BF16 = torch.float32, torch.bfloat16
@@ -365,10 +366,8 @@ def test_triton_fp32_accuracy_on_gpu(neg):
 
 @pytest.mark.gpu
 def test_gpu_batch_times_heads_past_65535():
-    # B·H = 70000 programs per chunk: more than a grid's axis 1 or 2 could take; A, D per row too.
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    B, T, H, K, V = 35_000, 20, 2, 16, 16
-    kw = dict(device="cuda", generator=gen)
+    # One program per (batch, head) for each chunk: more than a grid axis takes; A, D per row too.
+    (B, T, H, K, V), kw = wide_batch()
     inputs = dict(
         x=torch.randn(B, T, H, V, **kw), dt=torch.rand(B, T, H, **kw), A=-torch.rand(H, **kw) - 0.2,
         B=torch.randn(B, T, 1, K, **kw) / 4, C=torch.randn(B, T, 1, K, **kw) / 4, D=torch.randn(H, **kw),
