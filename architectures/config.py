@@ -48,9 +48,10 @@ class ModelConfig:
     init_std: float = 0.02
     # Optional fields: None means the layer's published default, and a field left at None stays out
     # of run ids (`sweeps.grid.RunConfig`), so adding one keeps every earlier run's id.
-    # M's initial decay exp(-A dt): A ~ U[mamba_A_min, mamba_A_max] (paper: [1, 16]), softplus(dt_bias)
-    # log-uniform in [mamba_dt_min, mamba_dt_max] (paper: [1e-3, 0.1]), and the in-projection rows
-    # that make dt from the input drawn with std mamba_dt_std (paper: init_std, like every row).
+    # M's initial decay exp(-A dt): A ~ U[mamba_A_min, mamba_A_max], softplus(dt_bias) log-uniform in
+    # [mamba_dt_min, mamba_dt_max] (None: the paper's, `architectures.mamba2.PAPER_A` / `PAPER_DT`),
+    # and the in-projection rows that make dt drawn with std mamba_dt_std (None: init_std, like every
+    # row). docs/mamba2-init.md says why a study may change them.
     mamba_A_min: float | None = None
     mamba_A_max: float | None = None
     mamba_dt_min: float | None = None
