@@ -9,6 +9,7 @@ Conventions (the report restates them):
   when no bin does).
 - The learning rate is chosen per (task, arch, size, seed) by in-range scaled accuracy (ties: lower
   in-range loss, then the smaller rate). Out-of-range results never influence the choice.
+- A seed has learned when its best-LR run's in-range token accuracy reaches the horizon threshold.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def best_over_lr(store: Store) -> pd.DataFrame:
     n_lrs = runs.groupby(KEYS)["lr"].nunique().rename("n_lrs")
     best = best.merge(n_lrs, on=KEYS)
     best["chance"] = best["chance_in"].fillna(best["chance_out"])
+    best["learned"] = best["tok_in"] >= HORIZON_THRESHOLD  # NaN (no in-range bins) is not learned
 
     horizon = horizons(store.evals[store.evals["run_id"].isin(best["run_id"])])
     if not horizon.empty:
@@ -131,7 +133,8 @@ def has_moved(frame: pd.DataFrame) -> bool:
 
 
 def cell_summary(best: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, arch, size): means over seeds, the seed range, pooled Wilson intervals.
+    """One row per (task, arch, size): means over seeds, the seed range (its `_max` is the best
+    seed), how many seeds learned, pooled Wilson intervals.
 
     The Wilson interval pools the supervised tokens of all seeds: it covers the sampling error of the
     evaluation set only; the seed-to-seed spread is the `_min` / `_max` columns.
@@ -145,6 +148,7 @@ def cell_summary(best: pd.DataFrame) -> pd.DataFrame:
     grouped = best.groupby(CELL, sort=True)
     summary = grouped[mean_columns].mean()
     summary["seeds"] = grouped["seed"].nunique()
+    summary["learned"] = grouped["learned"].sum().astype("int64")
     summary["n_params"] = grouped["n_params"].mean().round().astype("int64")
     summary["state_size"] = grouped["state_size"].mean()
     summary["pattern"] = grouped["pattern"].first()

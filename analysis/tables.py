@@ -161,6 +161,7 @@ def summary_table(analysis: Analysis, task: str) -> pd.DataFrame:
             "size": rows["target_params"].map(format_count),
             "params": rows["n_params"].map(format_count),
             "seeds": rows["seeds"].astype(int).astype(str),
+            "learned": [f"{k}/{n}" for k, n in zip(rows["learned"], rows["seeds"])],
             "best lr": [lrs.get((a, s), "—") for a, s in zip(rows["arch"], rows["target_params"])],
             "in: token": rows["tok_in"].map(_fmt_acc),
             "in: seq": rows["seq_in"].map(_fmt_acc),
@@ -171,6 +172,7 @@ def summary_table(analysis: Analysis, task: str) -> pd.DataFrame:
             ],
             "out: seq": rows["seq_out"].map(_fmt_acc),
             "out: scaled": rows["scaled_out"].map(_fmt_acc),
+            "out: scaled, best seed": rows["scaled_out_max"].map(_fmt_acc),
             "out: scaled, seed range": [
                 _fmt_range(lo, hi, n)
                 for lo, hi, n in zip(rows["scaled_out_min"], rows["scaled_out_max"], rows["seeds"])

@@ -85,3 +85,21 @@ def test_learning_rate_is_chosen_in_range_never_out_of_range(tmp_path):
     summary = cell_summary(best)
     assert (summary["seeds"] == 2).all()
     assert (summary["scaled_out"] < 1.0).all()
+
+
+def test_a_seed_learned_when_its_in_range_token_accuracy_reaches_the_threshold(two_of_three):
+    best = best_over_lr(load_store(two_of_three)).set_index(["arch", "seed"])
+    assert best.loc[("G", 1), "tok_in"] == pytest.approx(0.9)
+    assert best.loc["G", "learned"].tolist() == [True, True, False]  # 0.9 counts, 0.89 does not
+    assert not best.loc["A", "learned"].any()
+    summary = cell_summary(best.reset_index()).set_index("arch")
+    assert summary.loc["G", "learned"] == 2 and summary.loc["A", "learned"] == 0
+
+
+def test_the_best_seed_is_the_largest_out_of_range_scaled_accuracy(two_of_three):
+    best = best_over_lr(load_store(two_of_three))
+    summary = cell_summary(best).set_index("arch")
+    assert summary.loc["A", "scaled_out_max"] == pytest.approx(0.8)
+    others = best.loc[(best["arch"] == "A") & (best["seed"] != 1), "scaled_out"]
+    assert summary.loc["A", "scaled_out"] == pytest.approx((0.8 + others.sum()) / 3)
+    assert summary.loc["A", "scaled_out"] < 0.5  # the mean hides the one seed that generalised

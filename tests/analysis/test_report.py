@@ -115,6 +115,16 @@ def test_markdown_tables_match_the_frames(demo):
     assert "Skipped: the size-to-solve fit needs runs at two or more sizes." in text
 
 
+def test_summary_table_counts_learned_seeds_and_shows_the_best_one(two_of_three):
+    analysis = analyse(load_store(two_of_three), n_boot=20)
+    table = summary_table(analysis, "parity").set_index("arch")
+    assert table.loc["G", "learned"] == "2/3" and table.loc["A", "learned"] == "0/3"
+    assert table.loc["A", "out: scaled, best seed"] == "0.800"
+    assert table.loc["A", "out: scaled, seed range"].endswith(" – 0.800")
+    columns = list(table.columns)
+    assert columns.index("out: scaled, best seed") == columns.index("out: scaled") + 1
+
+
 def _verdict_cells(text: str) -> list[str]:
     tables = _markdown_tables(text)
     (table,) = [t for t in tables if "verdict (out of range)" in t.columns]
