@@ -7,6 +7,6 @@ Reads the store only (plain SQL, read-only); never imports torch or the models, 
     fits      size-to-solve logistic and loss power law, with bootstrap CIs over seeds
     verdict   does a hybrid beat the best of its parts at matched size, with a bootstrap CI
     tables    runs all of the above for a store and builds the tables the report prints
-    plots     heatmap, generalisation curves, size-to-solve and scaling figures (Agg, no pyplot)
+    plots     heatmap, training, generalisation, size-to-solve and scaling figures (Agg, no pyplot)
     report    `write_report(sweep_dir, out)`, behind `hxt report`
 """

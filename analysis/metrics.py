@@ -186,6 +186,14 @@ def generalisation_curves(best: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFra
     return curves.assign(lo=lo, hi=hi)
 
 
+def training_curves(best: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """The training curve (step, loss, acc) of every best-LR run, with its cell, seed, peak learning
+    rate, chance, in-range token accuracy and whether it learned."""
+    runs = best[["run_id", *CELL, "seed", "lr", "chance", "tok_in", "learned"]]
+    steps = metrics[["run_id", "step", "loss", "acc"]]  # its `lr` is the schedule's, step by step
+    return steps.merge(runs, on="run_id").sort_values([*KEYS, "step"]).reset_index(drop=True)
+
+
 def _median_low(values: pd.Series) -> float:
     """The lower median: always one of the observed bins (NaN when no seed reached the threshold)."""
     finite = np.sort(values.dropna().to_numpy())

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import TwoSlopeNorm, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -19,6 +19,9 @@ from analysis.order import arch_order, task_order
 DPI = 110
 MARKERS = "os^Dv<>PX*"
 TRAIN_SHADE = {"color": "0.85", "alpha": 0.6, "zorder": 0}
+# Training losses below this are solved to within float noise; letting the axis follow them down to
+# 1e-10 would flatten every other architecture's plateau into one line.
+LOSS_FLOOR = 1e-4
 
 
 def arch_colours(archs) -> dict[str, tuple]:
@@ -180,6 +183,67 @@ def scaling(
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"{task}: loss scaling L(N) = E + A/N^α (95 % bootstrap band)")
     return _save(fig, path)
+
+
+def training(curves: pd.DataFrame, task: str, colours: dict[str, tuple], path: Path) -> Path:
+    """`training_figure`, saved at `path`."""
+    return _save(training_figure(curves, task, colours), path)
+
+
+def training_figure(curves: pd.DataFrame, task: str, colours: dict[str, tuple]) -> Figure:
+    """Training loss (upper row) and accuracy (lower row) against step at the task's largest size: a
+    panel per architecture, up to four abreast, and a line per seed in shades of its colour."""
+    rows = curves[curves["task_label"] == task]
+    size = rows["target_params"].max()
+    rows = rows[rows["target_params"] == size]
+    archs = arch_order(rows["arch"])
+    blocks = -(-len(archs) // 4)
+    columns = -(-len(archs) // blocks)
+    fig = Figure(figsize=(3.2 * columns + 0.3, 4.4 * blocks + 0.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(2 * blocks, columns, sharex=True, squeeze=False)
+    losses = rows.loc[rows["loss"] > 0, "loss"]
+    for i in range(blocks * columns):
+        loss_ax, acc_ax = axes[2 * (i // columns), i % columns], axes[2 * (i // columns) + 1, i % columns]
+        if i >= len(archs):
+            loss_ax.set_visible(False)
+            acc_ax.set_visible(False)
+            continue
+        _seed_curves(loss_ax, acc_ax, rows[rows["arch"] == archs[i]], colours[archs[i]])
+        loss_ax.set_ylim(max(losses.min() / 1.5, LOSS_FLOOR), losses.max() * 1.5)
+        acc_ax.tick_params(labelbottom=True)
+    fig.suptitle(f"{task}: training curves at {format_count(size)} target params, best LR per seed")
+    return fig
+
+
+def _seed_curves(loss_ax, acc_ax, rows: pd.DataFrame, colour: tuple) -> None:
+    """One architecture's panel: each seed's training loss and accuracy, labelled with its learning
+    rate and in-range evaluation accuracy."""
+    seeds = sorted(rows["seed"].unique())
+    for seed, shade in zip(seeds, _shades(colour, len(seeds))):
+        line = rows[rows["seed"] == seed]
+        first = line.iloc[0]
+        label = f"seed {seed}, lr {first['lr']:g}: in-range {first['tok_in']:.2f}"
+        loss_ax.plot(line["step"], line["loss"], color=shade, lw=1.2)
+        acc_ax.plot(line["step"], line["acc"], color=shade, lw=1.2, label=label)
+    learned = rows.drop_duplicates("seed")["learned"]
+    loss_ax.set_title(f"{rows['arch'].iloc[0]}: {int(learned.sum())}/{len(learned)} learned", fontsize=10)
+    loss_ax.set_yscale("log")
+    loss_ax.set_ylabel("training loss")
+    acc_ax.axhline(rows["chance"].mean(), color="0.4", ls=":", lw=1)
+    acc_ax.axhline(HORIZON_THRESHOLD, color="0.4", ls="--", lw=0.8)
+    acc_ax.set_ylim(-0.02, 1.02)
+    acc_ax.set_ylabel("training accuracy")
+    acc_ax.set_xlabel("step")
+    acc_ax.legend(fontsize=7, loc="best")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3, which="both")
+
+
+def _shades(colour: tuple, n: int) -> list[tuple]:
+    """`n` shades of one colour, darker to lighter, so the seeds of an architecture read as one family."""
+    rgb = np.array(to_rgb(colour))
+    mix = np.linspace(-0.45, 0.45, n) if n > 1 else np.zeros(1)
+    return [tuple(rgb * (1 + t) if t < 0 else rgb + (1 - rgb) * t) for t in mix]
 
 
 def _seeds_and_fits(ax, rows: pd.DataFrame, column: str, fits: dict, colours: dict[str, tuple]) -> None:

@@ -181,6 +181,8 @@ def task_blocks(analysis: Analysis, task: str, colours: dict, figure_dir: Path) 
             "shortcut."
         ),
         Table(summary_table(analysis, task)),
+        Heading("Training curves", 3),
+        *_training_blocks(analysis, task, colours, figure_dir / f"training_{slug}.png"),
         Heading("Accuracy vs difficulty", 3),
         Prose(
             "Token accuracy per evaluation bin at the largest size, mean over seeds, with a pooled "
@@ -206,6 +208,22 @@ def task_blocks(analysis: Analysis, task: str, colours: dict, figure_dir: Path) 
         plots.scaling, scaling_table,
     )  # fmt: skip
     return blocks
+
+
+def _training_blocks(analysis: Analysis, task: str, colours: dict, path: Path) -> list[Block]:
+    if not (analysis.training["task_label"] == task).any():
+        return [Prose("Skipped: the store holds no training metrics for this task's runs.")]
+    return [
+        Prose(
+            f"Training loss (log axis, floored at {plots.LOSS_FLOOR:g}) and training accuracy against "
+            "step at the largest size, a panel per architecture and a line per seed at its chosen "
+            "learning rate: a seed that left a plateau drops in loss and rises in accuracy at that step, "
+            "flat lines never did, and lines that end early stopped early. The legend gives each seed's "
+            f"in-range evaluation token accuracy, which counts it as learned at ≥ {HORIZON_THRESHOLD}; "
+            f"the dotted line is chance, the dashed {HORIZON_THRESHOLD}."
+        ),
+        Figure(plots.training(analysis.training, task, colours, path), f"{task}: training curves per seed"),
+    ]
 
 
 # Per kind of fit: what it needs, and what its figure and table show.

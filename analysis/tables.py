@@ -20,6 +20,7 @@ from analysis.metrics import (
     generalisation_curves,
     has_moved,
     horizon_columns,
+    training_curves,
 )
 from analysis.order import arch_order, task_order
 from analysis.plots import format_count
@@ -34,6 +35,7 @@ class Analysis:
     best: pd.DataFrame  # one row per (task, arch, size, seed): the best-LR run
     summary: pd.DataFrame  # one row per (task, arch, size)
     curves: pd.DataFrame  # accuracy per difficulty bin
+    training: pd.DataFrame  # the training curve of every best-LR run
     # (task, arch, "in" / "out" / "state"): accuracy in or out of range against parameters, and
     # out-of-range accuracy against recurrent state / KV-cache elements.
     solve_fits: dict[tuple[str, str, str], SolveFit]
@@ -50,6 +52,7 @@ def analyse(store: Store, n_boot: int = N_BOOT, seed: int = 0) -> Analysis:
     best = best_over_lr(store)
     summary = cell_summary(best)
     curves = generalisation_curves(best, store.evals)
+    training = training_curves(best, store.metrics)
     solve_fits: dict[tuple[str, str, str], SolveFit] = {}
     power_fits: dict[tuple[str, str], PowerLawFit] = {}
     notes: dict[str, list[str]] = {}
@@ -86,7 +89,7 @@ def analyse(store: Store, n_boot: int = N_BOOT, seed: int = 0) -> Analysis:
             task_notes.append(f"loss scaling, {arch}: not fitted ({error})")
     out_fits = {(task, arch): fit for (task, arch, region), fit in solve_fits.items() if region == "out"}
     verdicts = hybrid_verdicts(best, out_fits, n_boot=n_boot, seed=seed, runs=store.runs)
-    return Analysis(store, best, summary, curves, solve_fits, power_fits, verdicts, notes)
+    return Analysis(store, best, summary, curves, training, solve_fits, power_fits, verdicts, notes)
 
 
 def header_table(analysis: Analysis) -> pd.DataFrame:

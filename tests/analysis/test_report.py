@@ -1,4 +1,5 @@
 import base64
+import html
 import sqlite3
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
+from analysis import plots
 from analysis.load import load_store
 from analysis.report import write_report
 from analysis.tables import analyse, heatmap_table, summary_table, verdict_overview_table, verdict_table
@@ -58,8 +60,66 @@ def demo(tmp_path_factory):
 def test_report_writes_markdown_html_and_figures(demo, capsys):
     out = demo / "report"
     names = sorted(p.name for p in (out / "figures").iterdir())
-    assert names == ["generalisation_parity.png", "generalisation_state_based_recall.png", "heatmap.png"]
+    assert names == [
+        "generalisation_parity.png",
+        "generalisation_state_based_recall.png",
+        "heatmap.png",
+        "training_parity.png",
+        "training_state_based_recall.png",
+    ]
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
+
+
+def test_every_task_has_its_training_curves_in_both_reports(demo):
+    markdown = (demo / "report" / "report.md").read_text()
+    page = (demo / "report" / "report.html").read_text()
+    for task in ("parity", "state_based_recall"):
+        section = markdown.split(f"## Task: {task}")[1].split("\n## ")[0]
+        assert "### Training curves" in section
+        assert f"![{task}: training curves per seed](figures/training_{task}.png)" in section
+        html_section = page.split(f"<h2>Task: {html.escape(task)}</h2>")[1].split("<h2>")[0]
+        assert "<h3>Training curves</h3>" in html_section
+        assert f'alt="{task}: training curves per seed"' in html_section
+    assert "**Learned**: a seed has learned when its in-range token accuracy" in markdown
+    assert "The seed range is kept" in markdown
+
+
+def test_training_figure_draws_one_line_per_seed_from_the_store(demo):
+    store = load_store(demo)
+    analysis = analyse(store, n_boot=20)
+    colours = plots.arch_colours(store.runs["arch"])
+    best = analysis.best.set_index(["task_label", "arch", "seed"])
+    for task in analysis.tasks:
+        figure = plots.training_figure(analysis.training, task, colours)
+        panels = [ax for ax in figure.axes if ax.get_visible()]
+        assert len(panels) == 2 * 4  # loss above accuracy for A, G, M, GGGA
+        losses = [ax for ax in panels if ax.get_ylabel() == "training loss"]
+        accuracies = [ax for ax in panels if ax.get_ylabel() == "training accuracy"]
+        titles = [ax.get_title() for ax in losses]
+        assert titles == ["A: 3/3 learned", "G: 3/3 learned", "M: 3/3 learned", "GGGA: 3/3 learned"]
+        for loss_ax, acc_ax in zip(losses, accuracies, strict=True):
+            arch = loss_ax.get_title().split(":")[0]
+            seeds = [line for line in acc_ax.get_lines() if line.get_label().startswith("seed ")]
+            assert len(seeds) == 3 and len(loss_ax.get_lines()) == 3
+            for seed, acc_line, loss_line in zip((0, 1, 2), seeds, loss_ax.get_lines()):
+                run_id = best.loc[(task, arch, seed), "run_id"]
+                logged = store.metrics[store.metrics["run_id"] == run_id].sort_values("step")
+                tok_in = best.loc[(task, arch, seed), "tok_in"]
+                assert acc_line.get_label() == f"seed {seed}, lr 0.001: in-range {tok_in:.2f}"
+                assert list(acc_line.get_xdata()) == logged["step"].tolist()
+                assert list(acc_line.get_ydata()) == pytest.approx(logged["acc"].tolist())
+                assert list(loss_line.get_ydata()) == pytest.approx(logged["loss"].tolist())
+
+
+def test_a_task_without_training_metrics_says_so(tmp_path):
+    sweep = build_store(tmp_path / "sweep", tasks=("parity",), seeds=(0,), failures=False)
+    db = sqlite3.connect(sweep / "hxt.sqlite")
+    db.execute("DELETE FROM metrics")
+    db.commit()
+    db.close()
+    names = {p.name for p in write_report(sweep, tmp_path / "out", n_boot=20)}
+    assert "training_parity.png" not in names and "generalisation_parity.png" in names
+    assert "Skipped: the store holds no training metrics" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_html_is_valid_and_self_contained(demo):
