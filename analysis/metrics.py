@@ -10,9 +10,13 @@ Conventions (the report restates them):
 - The learning rate is chosen per (task, arch, size, seed) by in-range scaled accuracy (ties: lower
   in-range loss, then the smaller rate). Out-of-range results never influence the choice.
 - A seed has learned when its best-LR run's in-range token accuracy reaches the horizon threshold.
+- A run stopped early when it passed the early-stop test (`solved_step` is set); its planned budget
+  is its config's `train.steps`.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -113,6 +117,8 @@ def best_over_lr(store: Store) -> pd.DataFrame:
     best = best.merge(n_lrs, on=KEYS)
     best["chance"] = best["chance_in"].fillna(best["chance_out"])
     best["learned"] = best["tok_in"] >= HORIZON_THRESHOLD  # NaN (no in-range bins) is not learned
+    best["stopped_early"] = best["solved_step"].notna()
+    best["steps_planned"] = best["config_json"].map(_planned_steps)
 
     horizon = horizons(store.evals[store.evals["run_id"].isin(best["run_id"])])
     if not horizon.empty:
@@ -149,6 +155,9 @@ def cell_summary(best: pd.DataFrame) -> pd.DataFrame:
     summary = grouped[mean_columns].mean()
     summary["seeds"] = grouped["seed"].nunique()
     summary["learned"] = grouped["learned"].sum().astype("int64")
+    summary["steps"] = grouped["steps"].median()
+    summary["steps_planned"] = grouped["steps_planned"].max()
+    summary["stopped_early"] = grouped["stopped_early"].sum().astype("int64")
     summary["n_params"] = grouped["n_params"].mean().round().astype("int64")
     summary["state_size"] = grouped["state_size"].mean()
     summary["pattern"] = grouped["pattern"].first()
@@ -192,6 +201,12 @@ def training_curves(best: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     runs = best[["run_id", *CELL, "seed", "lr", "chance", "tok_in", "learned"]]
     steps = metrics[["run_id", "step", "loss", "acc"]]  # its `lr` is the schedule's, step by step
     return steps.merge(runs, on="run_id").sort_values([*KEYS, "step"]).reset_index(drop=True)
+
+
+def _planned_steps(config_json: str) -> float:
+    """The run's planned optimiser steps (`train.steps` of its config); NaN when the config has none."""
+    steps = json.loads(config_json).get("train", {}).get("steps")
+    return float(steps) if steps is not None else np.nan
 
 
 def _median_low(values: pd.Series) -> float:

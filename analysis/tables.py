@@ -166,6 +166,12 @@ def summary_table(analysis: Analysis, task: str) -> pd.DataFrame:
             "seeds": rows["seeds"].astype(int).astype(str),
             "learned": [f"{k}/{n}" for k, n in zip(rows["learned"], rows["seeds"])],
             "best lr": [lrs.get((a, s), "—") for a, s in zip(rows["arch"], rows["target_params"])],
+            "steps": [
+                _fmt_steps(steps, planned, early, n)
+                for steps, planned, early, n in zip(
+                    rows["steps"], rows["steps_planned"], rows["stopped_early"], rows["seeds"]
+                )
+            ],
             "in: token": rows["tok_in"].map(_fmt_acc),
             "in: seq": rows["seq_in"].map(_fmt_acc),
             "in: scaled": rows["scaled_in"].map(_fmt_acc),
@@ -310,6 +316,14 @@ def _fmt_interval(value: float, lo: float, hi: float, spec: str = ".3f", no_ci: 
 
 def _fmt_gap(value: float, lo: float, hi: float) -> str:
     return _fmt_interval(value, lo, hi, "+.3f", " (no CI)")
+
+
+def _fmt_steps(steps: float, planned: float, early: int, seeds: int) -> str:
+    """Median steps trained, of the planned budget, and how many seeds stopped early."""
+    if pd.isna(steps):
+        return "—"
+    text = f"{int(steps)}" if pd.isna(planned) else f"{int(steps)} of {int(planned)}"
+    return f"{text}, {early}/{seeds} stopped early" if early else text
 
 
 def _fmt_range(lo: float, hi: float, seeds: int) -> str:

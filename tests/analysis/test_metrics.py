@@ -6,6 +6,7 @@ import pytest
 
 from analysis.load import load_store
 from analysis.metrics import best_over_lr, cell_summary, horizons, run_accuracies, wilson_interval
+from analysis.tables import analyse, summary_table
 from tests.analysis.synthetic_store import build_store
 
 
@@ -103,3 +104,24 @@ def test_the_best_seed_is_the_largest_out_of_range_scaled_accuracy(two_of_three)
     others = best.loc[(best["arch"] == "A") & (best["seed"] != 1), "scaled_out"]
     assert summary.loc["A", "scaled_out"] == pytest.approx((0.8 + others.sum()) / 3)
     assert summary.loc["A", "scaled_out"] < 0.5  # the mean hides the one seed that generalised
+
+
+def test_steps_trained_against_the_budget_and_early_stops_are_counted(two_of_three):
+    # G's seeds 0 and 1 stop early (at 120 and 160 of a 200-step budget), seed 2 trains it all.
+    connection = sqlite3.connect(two_of_three / "hxt.sqlite")
+    for seed, stop in ((0, 120), (1, 160)):
+        connection.execute(
+            "UPDATE runs SET steps = ?, solved_step = ? WHERE arch = 'G' AND seed = ?", (stop, stop, seed)
+        )
+    connection.execute(
+        "UPDATE runs SET config_json = json_set(config_json, '$.train', json('{\"steps\": 200}'))"
+    )
+    connection.commit()
+    connection.close()
+    analysis = analyse(load_store(two_of_three))
+    summary = analysis.summary.set_index("arch")
+    assert summary.loc["G", "stopped_early"] == 2 and summary.loc["A", "stopped_early"] == 0
+    assert summary.loc["G", "steps"] == 160 and summary.loc["G", "steps_planned"] == 200
+    table = summary_table(analysis, "parity").set_index("arch")
+    assert table.loc["G", "steps"] == "160 of 200, 2/3 stopped early"
+    assert table.loc["A", "steps"] == "200 of 200"
