@@ -169,7 +169,10 @@ def plan(
         f"{len(config.lrs)} learning rates x {len(config.seeds)} seeds"
     )
     archs = Table(
-        "architecture", "pattern", "neg. eigenvalues", "own model fields",
+        "architecture",
+        "pattern",
+        "neg. eigenvalues",
+        "own model fields",
         *(f"d_model @ {s:,}" for s in config.sizes),
     )
     for arch in config.archs:
@@ -228,6 +231,11 @@ def run(
     summary_every: float = typer.Option(
         60.0, help="Seconds between summary lines when the output is not a terminal."
     ),
+    time_limit: float = typer.Option(
+        None,
+        help="Stop after this many seconds, runs in training back to pending; when packing on GPUs, "
+        "start only packs whose estimated GPU time fits the time left.",
+    ),
 ) -> None:
     """Run a sweep (skipping finished runs); results go to OUT/hxt.sqlite.
 
@@ -235,7 +243,8 @@ def run(
     line, with a summary line every --summary-every seconds. A sweep directory may grow: a file that
     adds tasks, architectures, sizes, learning rates or seeds runs only the new runs. Ctrl-C or
     SIGTERM stops the workers and puts their runs back to pending (exit 130 / 143); a sweep with
-    failed runs exits 1.
+    failed runs exits 1. With --time-limit, a sweep the limit ends early says how many runs are
+    left pending and exits 0 (or 1 with failed runs): run the same command to continue.
     """
     from sweeps.config import load_sweep
     from sweeps.runner import run_sweep
@@ -254,6 +263,7 @@ def run(
         address=address,
         progress="none" if quiet else "auto",
         summary_every=summary_every,
+        time_limit=time_limit,
     )
     if summary.interrupted is not None:
         name = signal.Signals(summary.interrupted).name
@@ -266,6 +276,15 @@ def run(
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
     grown = f"; the directory holds {summary.in_store} runs" if summary.in_store > summary.total else ""
     typer.echo(f"{out}: {summary.total} runs ({summary.skipped} already finished); now {counts}{grown}")
+    if summary.time_limited:
+        held = ""
+        if summary.held:
+            held = f" ({summary.held} not started: their packs' estimated GPU time did not fit)"
+        typer.echo(
+            f"{out}: time limit of {time_limit:g} s reached; {summary.counts.get('pending', 0)} runs left "
+            f"pending{held}; run the same command to continue",
+            err=True,
+        )
     failed = summary.counts.get("failed", 0)
     if failed:
         typer.echo(f"{failed} runs failed; `hxt sweep status {out}` shows their errors", err=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -413,12 +414,16 @@ class PackExecutor:
     `DEFAULT_SLOTS_PER_GPU` below) and `gpus` as for the LocalExecutor; K = 1 keeps the
     LocalExecutor (one run a worker, as before). `capacity` is `backlog` packs' worth of runs a
     worker, so that the driver always submits enough runs for full packs.
+
+    `deadline` (a `time.monotonic()` time, ``hxt sweep run --time-limit``): a pack starts only if
+    `estimate_gpu_seconds` of it fits the time left; otherwise its runs come back from `wait`
+    unstarted, with status "pending".
     """
 
     DEFAULT_SLOTS_PER_GPU = 2
 
     def __init__(self, workers: int, gpus: int = 0, slots_per_gpu: int = DEFAULT_SLOTS_PER_GPU,
-                 cap: int = 16, backlog: int = 2):  # fmt: skip
+                 cap: int = 16, backlog: int = 2, deadline: float | None = None):  # fmt: skip
         from sweeps.backends import LocalExecutor
 
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
@@ -428,6 +433,8 @@ class PackExecutor:
         self.capacity = workers * cap * backlog
         self.queue: dict[str, tuple[dict, object]] = {}  # run id -> (job dict, RunConfig)
         self.packs: dict[str, list[str]] = {}  # pack id -> its run ids, for packs in a worker
+        self.deadline = deadline
+        self.held: list[str] = []  # runs of packs that would not fit before the deadline
 
     def describe(self) -> str:
         return f"{self.pool.describe()}, packs of up to {self.cap} runs"
@@ -442,13 +449,25 @@ class PackExecutor:
             ids_of = {id(config): rid for rid, (_, config) in self.queue.items()}
             pack = form_packs([config for _, config in self.queue.values()], self.cap)[0]
             ids = [ids_of[id(config)] for config in pack]
+            if self.deadline is not None:
+                try:
+                    seconds = estimate_gpu_seconds(pack, self.cap).seconds
+                except ValueError:  # a mixer the throughput table has no rows for: no estimate
+                    seconds = 0.0
+                if seconds > self.deadline - time.monotonic():
+                    self.held += ids
+                    for rid in ids:
+                        del self.queue[rid]
+                    continue
             pack_id = "pack:" + ",".join(ids)
             self.pool.submit({"run_id": pack_id, "runs": [self.queue.pop(rid)[0] for rid in ids]})
             self.packs[pack_id] = ids
 
     def wait(self, timeout: float) -> list[tuple[str, dict]]:
         self._dispatch()
-        out = []
+        out = [(rid, {"status": "pending", "error": "held back: its pack would not finish by the deadline"})
+               for rid in self.held]  # fmt: skip
+        self.held = []
         for pack_id, result in self.pool.wait(timeout):
             ids = self.packs.pop(pack_id)
             if "results" in result:

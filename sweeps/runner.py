@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class SweepSummary:
     counts: dict[str, int]  # status -> runs of this file, after this invocation
     interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the driver
     requeued: int = 0  # runs put back to pending when the driver stopped
+    time_limited: bool = False  # the --time-limit ended this invocation before every run finished
+    held: int = 0  # runs not started because their pack's estimated GPU time did not fit the time left
     in_store: int = 0  # runs in the directory, this file's and earlier files'
 
 
@@ -90,12 +93,19 @@ def run_sweep(
     show_progress: bool = True,
     progress: str = "auto",
     summary_every: float = 60.0,
+    time_limit: float | None = None,
 ) -> SweepSummary:
     """Run every unfinished run of the sweep in `path`, recording results in `out`/hxt.sqlite.
 
     `progress`: "auto" (a bar on a terminal, lines in a log), "bar", "log" or "none"
     (`show_progress=False` is "none"). SIGINT and SIGTERM stop the sweep cleanly: the workers
     are stopped, their runs put back to pending, and the summary says which signal came.
+
+    `time_limit` (seconds of wall time from the call): at the limit the sweep stops as on SIGTERM,
+    its runs in training going back to pending. Packing on GPUs, a pack is started only while its
+    estimated GPU time (`sweeps.pack.estimate_gpu_seconds`, an upper bound) fits the time left, so
+    that a slice of GPU time is not spent on packs that would be cut off; runs held back stay
+    pending (`SweepSummary.held`).
     """
     from sweeps import backends
 
@@ -107,6 +117,9 @@ def run_sweep(
         raise ValueError(f"--slots-per-gpu must be >= 1, got {slots_per_gpu}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"--time-limit must be > 0 seconds, got {time_limit}")
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
         raise ValueError(f"--pack must be a positive integer, got {pack!r}")
     if pack is not None and pack > 1 and backend != "local":
@@ -141,21 +154,32 @@ def run_sweep(
 
             per_gpu = PackExecutor.DEFAULT_SLOTS_PER_GPU if slots_per_gpu is None else slots_per_gpu
             n = workers or backends.default_workers(config.device, per_gpu)
-            return PackExecutor(n, gpus, per_gpu, cap=cap)
+            # The throughput table is a GPU's: on CPU only the hard stop at the deadline applies.
+            return PackExecutor(n, gpus, per_gpu, cap=cap, deadline=deadline if gpus else None)
         n = workers or backends.default_workers(config.device, slots)
         return backends.LocalExecutor(min(n, n_runs), gpus, slots, **extra)
 
-    return drive(out, meta, runs, jobs, config.max_attempts, executor, reporter)
+    return drive(out, meta, runs, jobs, config.max_attempts, executor, reporter, deadline)
 
 
 def drive(
-    out, meta: dict, runs: list, jobs: dict[str, dict], max_attempts: int, executor, reporter
+    out,
+    meta: dict,
+    runs: list,
+    jobs: dict[str, dict],
+    max_attempts: int,
+    executor,
+    reporter,
+    deadline: float | None = None,
 ) -> SweepSummary:
     """Hold the directory's lock, record the grid, run what is left; see `run_sweep`.
 
     `jobs` maps run id to the plain JSON dict a worker receives; `executor(n)` builds the executor
-    for n runs. Everything that can refuse the directory is checked read-only first, so a refusal
-    writes nothing.
+    for n runs. `deadline` is a `time.monotonic()` time at which the driver stops as on SIGTERM.
+    An executor may hand a run back unstarted with a result of status "pending" (a pack held back
+    by its deadline): the run goes back to pending and is not submitted again in this invocation.
+    Everything that can refuse the directory is checked read-only first, so a refusal writes
+    nothing.
     """
     check_writable_dir(out, "--out")
     path = Path(out) / STORE_NAME
@@ -171,9 +195,12 @@ def drive(
         store.init_sweep(meta, runs)
         queue = deque(store.todo(list(jobs), max_attempts))
         skipped = len(jobs) - len(queue)
-        requeued = 0
-        if queue and not signals.received:
-            requeued = _execute(store, lock, signals, jobs, queue, max_attempts, executor, reporter, skipped)
+        stop = _Stop(signals, deadline)
+        requeued = held = 0
+        if queue and not stop():
+            requeued, held = _execute(
+                store, lock, stop, jobs, queue, max_attempts, executor, reporter, skipped
+            )
         counts = store.counts(list(jobs))
         return SweepSummary(
             total=len(jobs),
@@ -182,6 +209,8 @@ def drive(
             interrupted=signals.received,
             requeued=requeued,
             in_store=sum(store.counts().values()),
+            time_limited=signals.received is None and counts.get("pending", 0) > 0 and deadline is not None,
+            held=held,
         )
 
 
@@ -206,24 +235,44 @@ class _Signals:
             signal.signal(signum, handler)
 
 
-def _execute(store, lock, signals, jobs, queue, max_attempts, make_executor, reporter, skipped) -> int:
-    """The driver loop; returns the number of runs put back to pending on an early stop."""
+class _Stop:
+    """Whether the driver should stop: a signal came, or the deadline passed."""
+
+    def __init__(self, signals: _Signals, deadline: float | None):
+        self.signals, self.deadline = signals, deadline
+
+    def __call__(self) -> bool:
+        return self.signals.received is not None or (
+            self.deadline is not None and time.monotonic() >= self.deadline
+        )
+
+
+def _execute(
+    store, lock, stop, jobs, queue, max_attempts, make_executor, reporter, skipped
+) -> tuple[int, int]:
+    """The driver loop; returns the runs put back to pending on an early stop, and the runs the
+    executor held back unstarted."""
     executor = make_executor(len(queue))
     rows = {row["run_id"]: row for row in store.runs()}
     attempts = {rid: row["attempts"] for rid, row in rows.items()}
     counts: dict[str, int] = {}
     running: set[str] = set()
     commit = git_commit()
+    held = 0
     reporter.start(len(jobs), skipped, len(queue), executor.describe())
     try:
-        while (queue or running) and not signals.received:
-            while queue and len(running) < executor.capacity and not signals.received:
+        while (queue or running) and not stop():
+            while queue and len(running) < executor.capacity and not stop():
                 rid = queue.popleft()
                 store.mark_running(rid)
                 executor.submit(jobs[rid])
                 running.add(rid)
             for rid, result in executor.wait(timeout=0.5):
                 running.discard(rid)
+                if result.get("status") == "pending":  # held back unstarted: not an attempt
+                    store.requeue([rid])
+                    held += 1
+                    continue
                 result["git_commit"] = commit
                 try:
                     store.record(rid, result)
@@ -249,4 +298,4 @@ def _execute(store, lock, signals, jobs, queue, max_attempts, make_executor, rep
         executor.close()  # stops workers still holding runs
         reporter.stop()
         requeued = store.requeue(running) if running else 0
-    return requeued
+    return requeued, held

@@ -209,3 +209,21 @@ def test_train_whose_run_failed_exits_non_zero(capsys):
         capsys, "train", "--device", "cuda", "--steps", "3", "--warmup", "1", "--size", "3000"
     )
     assert code == 1 and "failed" in out + err
+
+
+def test_a_time_limit_ends_the_sweep_with_its_runs_pending(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    path = sweep_file(tmp_path, seeds=[0, 1], steps=100_000)
+    code, out, err = run_cli(capsys, "sweep", "run", path, "--out", sweep, "--quiet", "--time-limit", "3")
+    assert code == 0, err
+    assert out == f"{sweep}: 2 runs (0 already finished); now 2 pending\n"
+    continue_line = "run the same command to continue"
+    assert err == f"{sweep}: time limit of 3 s reached; 2 runs left pending; {continue_line}\n"
+    assert _statuses(sweep) == [("pending", 0), ("pending", 0)]  # put back, no attempt counted
+    assert _holder(sweep) is None  # the lock is released
+
+    for bad in ("0", "-5", "nan"):
+        before = digest(sweep)
+        code, out, err = run_cli(capsys, "sweep", "run", path, "--out", sweep, "--time-limit", bad)
+        assert_one_line_error(code, out, err, "--time-limit")
+        assert digest(sweep) == before

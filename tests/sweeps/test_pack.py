@@ -274,3 +274,28 @@ def test_a_diverging_run_in_a_gpu_pack_leaves_its_pack_mates_as_they_are_alone(p
             assert result["status"] == "diverged" and result["metrics"][-1]["step"] == result["steps"] < 60
         else:
             _same_result(run(config), result, tol=BF16)
+
+
+def test_a_pack_that_would_not_finish_by_the_deadline_is_handed_back_unstarted():
+    import time
+
+    from sweeps.pack import PackExecutor
+
+    runs = _runs("A", steps=3000)  # 4 runs of one shape: one pack
+    estimate = estimate_gpu_seconds(runs, 4).seconds
+    assert estimate > 1.0  # at least the table's worker start-up
+    late = PackExecutor(1, cap=4, deadline=time.monotonic() + 0.5 * estimate)
+    early = PackExecutor(1, cap=4, deadline=time.monotonic() + 1e6)
+    try:
+        for executor in (late, early):
+            for r in runs:
+                executor.submit({"run_id": r.run_id, **r.to_json()})
+        handed_back = late.wait(timeout=0.1)
+        assert sorted(rid for rid, _ in handed_back) == sorted(r.run_id for r in runs)
+        assert all(result["status"] == "pending" for _, result in handed_back)
+        assert not late.packs and not late.queue  # nothing went to a worker
+        early._dispatch()
+        assert list(early.packs.values()) == [[r.run_id for r in runs]]  # the pack fits: it starts
+    finally:
+        late.close()
+        early.close()
