@@ -496,12 +496,14 @@ class GpuEstimate:
     overhead_seconds: float  # worker start-up, graph capture
     packs: int
     device: str
+    longest_pack_seconds: float = 0.0  # a --time-limit below it starts no pack of this length
 
     def __str__(self) -> str:
         return (
             f"about {self.seconds / 3600:.2f} GPU-hours on {self.device} ({self.packs} packs: training "
             f"{self.train_seconds / 3600:.2f} h, evaluation {self.eval_seconds / 3600:.2f} h, start-up and "
-            f"capture {self.overhead_seconds / 3600:.2f} h; early stopping only shortens it)"
+            f"capture {self.overhead_seconds / 3600:.2f} h; "
+            f"the longest pack {self.longest_pack_seconds:.0f} s; early stopping only shortens it)"
         )
 
 
@@ -593,9 +595,10 @@ def estimate_gpu_seconds(runs: list, pack: int, table: dict | None = None) -> Gp
     }
     lengths: dict[tuple, tuple[float, int, list[int]]] = {}
     params: dict[ModelConfig, int] = {}
-    train_s = eval_s = overhead_s = 0.0
+    train_s = eval_s = overhead_s = longest = 0.0
     packs = form_packs(runs, pack)
     for members in packs:
+        before = train_s + eval_s + overhead_s
         first = members[0]
         train = first.train
         if (first.task, train) not in lengths:
@@ -618,6 +621,7 @@ def estimate_gpu_seconds(runs: list, pack: int, table: dict | None = None) -> Gp
             per_bin = -(-train.eval_examples_per_bin // train.eval_batch_size)
             for length in eval_lens:
                 eval_s += per_bin * _step_seconds(fits["eager"], model, params[model], k * size * length) / 3
+        longest = max(longest, train_s + eval_s + overhead_s - before)
     return GpuEstimate(
         seconds=train_s + eval_s + overhead_s,
         train_seconds=train_s,
@@ -625,4 +629,5 @@ def estimate_gpu_seconds(runs: list, pack: int, table: dict | None = None) -> Gp
         overhead_seconds=overhead_s,
         packs=len(packs),
         device=table["device"],
+        longest_pack_seconds=longest,
     )

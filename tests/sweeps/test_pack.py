@@ -210,6 +210,8 @@ def test_the_gpu_estimate_follows_the_table_and_packing_lowers_it():
     # latency-bound here: one pack of two stacks pays two latencies a step, eight packs pay eight
     assert alone.train_seconds / packed.train_seconds == pytest.approx(4, rel=0.05)
     assert alone.device == "a test card" and "GPU-hours" in str(alone)
+    assert packed.longest_pack_seconds == pytest.approx(packed.seconds)  # one pack
+    assert alone.longest_pack_seconds == pytest.approx(alone.seconds / 8, rel=0.05)  # eight alike
     slower = estimate_gpu_seconds(runs, 8, _table(latency=2e-3, per_token_param=1e-12))
     assert slower.train_seconds == pytest.approx(2 * packed.train_seconds, rel=0.05)
     with pytest.raises(ValueError, match="no rows for mixer 'G'"):
