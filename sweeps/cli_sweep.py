@@ -169,10 +169,7 @@ def plan(
         f"{len(config.lrs)} learning rates x {len(config.seeds)} seeds"
     )
     archs = Table(
-        "architecture",
-        "pattern",
-        "neg. eigenvalues",
-        "own model fields",
+        "architecture", "pattern", "neg. eigenvalues", "own model fields",
         *(f"d_model @ {s:,}" for s in config.sizes),
     )
     for arch in config.archs:
