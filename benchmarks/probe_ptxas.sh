@@ -32,6 +32,7 @@ probe() {  # $1: ptxas ("triton" for the bundled one)
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c "import triton, torch; from triton import knobs; print('triton', triton.__version__, 'torch', torch.__version__, 'cuda', torch.version.cuda); print('bundled ptxas', knobs.nvidia.ptxas.path)"
+  python3 -c "from triton import knobs; print(knobs.nvidia.ptxas.path)" | xargs -I{} sh -c '{} --version | tail -2 | head -1'
   for p in "${candidates[@]}"; do
     [ "$p" = triton ] || echo "$p: $("$p" --version | tail -2 | head -1)"
   done
