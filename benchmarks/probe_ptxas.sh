@@ -8,8 +8,9 @@
 # widening) at shape 0 (64, 256, 4, 32, 32) once per ptxas: triton's own, and each
 # `.whl/ptxas-*.xz` carried along (e.g. from the PyPI wheels nvidia-cuda-nvcc-cu12 12.4 and
 # nvidia-cuda-nvcc 13.0: `pip download --no-deps WHEEL`, unzip its `*/bin/ptxas`, `xz -9` it into
-# .whl/, and pass `.whl` to the device's carry). Each variant runs in its own process with its own triton cache; a
-# variant is sound where it runs and its rel_diff_vs_default is at bf16 noise. Writes OUT/ptxas.txt.
+# .whl/, and pass `.whl` to the device's carry). Each variant runs in its own process with its own
+# triton cache; a variant is sound where it runs and its rel_diff_vs_default is at bf16 noise.
+# Writes OUT/ptxas.txt.
 set -u
 out=${1:?output directory}
 mkdir -p "$out/ptxas"
