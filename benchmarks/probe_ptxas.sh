@@ -13,13 +13,13 @@
 # Writes OUT/ptxas.txt.
 set -u
 out=${1:?output directory}
-mkdir -p "$out/ptxas"
+mkdir -p "$out/ptxas/bin"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 candidates=("triton")
 for f in .whl/ptxas-*.xz; do
   [ -f "$f" ] || continue
   name=$(basename "$f" .xz)
-  xz -dc "$f" > "$out/ptxas/$name" && chmod +x "$out/ptxas/$name" && candidates+=("$out/ptxas/$name")
+  xz -dc "$f" > "$out/ptxas/bin/$name" && chmod +x "$out/ptxas/bin/$name" && candidates+=("$out/ptxas/bin/$name")
 done
 probe() {  # $1: ptxas ("triton" for the bundled one)
   local tag env_path=()
@@ -33,14 +33,14 @@ probe() {  # $1: ptxas ("triton" for the bundled one)
 }
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  python3 -c "import triton, torch; from triton import knobs; print('triton', triton.__version__, 'torch', torch.__version__, 'cuda', torch.version.cuda); print('bundled ptxas', knobs.nvidia.ptxas.path)"
-  python3 -c "from triton import knobs; print(knobs.nvidia.ptxas.path)" | xargs -I{} sh -c '{} --version | tail -2 | head -1'
-  for p in "${candidates[@]}"; do
-    [ "$p" = triton ] || echo "$p: $("$p" --version | tail -2 | head -1)"
+  python3 -c "import triton, torch; print('triton', triton.__version__, 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+  bundled=$(python3 -c "from triton import knobs; print(knobs.nvidia.ptxas.path)")
+  for p in "$bundled" "${candidates[@]:1}"; do
+    echo "$p: $("$p" --version | tail -2 | head -1)"
   done
 } > "$out/ptxas.txt" 2>&1
 for p in "${candidates[@]}"; do probe "$p" > "$out/ptxas/summary-$(basename "$p").txt" & done
 wait
 cat "$out"/ptxas/summary-*.txt >> "$out/ptxas.txt"
-rm -rf "$out"/ptxas/cache-* "$out"/ptxas/ptxas-*
+rm -rf "$out"/ptxas/cache-* "$out/ptxas/bin"  # the logs stay
 cat "$out/ptxas.txt"
